@@ -1,0 +1,6 @@
+from __future__ import annotations
+
+from .audit import Actor, AuditEvent
+from .parties import OrgKind, Organisation, Region, Role, User
+
+__all__ = ["Actor", "AuditEvent", "OrgKind", "Organisation", "Region", "Role", "User"]

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from chfw_portal import team
+
+from .access import supplier_required
+from .views import dashboard
+
+app_name = "ssi"
+
+urlpatterns = [
+    path("", dashboard.dashboard, name="dashboard"),
+    path("organisation/users/", supplier_required(team.team), name="team"),
+    path("organisation/users/invite/", supplier_required(team.team_invite), name="team-invite"),
+    path("organisation/users/<int:user_id>/deactivate/", supplier_required(team.team_deactivate),
+         name="team-deactivate"),
+]

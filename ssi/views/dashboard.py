@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from ..access import supplier_required
+
+
+@supplier_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "ssi/dashboard.html")
