@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.authentication import get_authentication_records
+from allauth.core import context
 from django.http import HttpRequest
 from django.urls import reverse
 
@@ -19,3 +23,11 @@ class PortalAccountAdapter(DefaultAccountAdapter):
 
     def get_login_redirect_url(self, request: HttpRequest) -> str:
         return home_url_for(request.user)
+
+    def is_reauthentication_required(self, *, app: str, **kwargs) -> bool:
+        # Right after signing in (5 minutes), setting up a second factor needs no second password prompt.
+        request = context.request
+        records = get_authentication_records(request, request.user) if request is not None else []
+        if any(time.time() - record.get("at", 0) < 300 for record in records):
+            return False
+        return super().is_reauthentication_required(app=app, **kwargs)

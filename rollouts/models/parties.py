@@ -79,6 +79,11 @@ class UserManager(BaseUserManager["User"]):
         else:
             user.set_unusable_password()
         user.save(using=self._db)
+        # Addresses are entered by staff or an organisation admin, and the invitee proves control of it
+        # through the set-password link; allauth needs a verified address before MFA can be set up.
+        from allauth.account.models import EmailAddress
+
+        EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=True)
         return user
 
     def create_superuser(self, email: str, password: str | None = None, **fields) -> User:

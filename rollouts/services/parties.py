@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from .. import audit
+from .. import audit, tasks
 from ..models import Organisation, OrgKind, Region, Role, User
 
 
@@ -69,7 +69,7 @@ def invite_user(*, user: User, email: str, full_name: str, role: Role = Role.MEM
         )
     invitee = User.objects.create_user(email, full_name=full_name.strip(), organisation=org, role=role)
     audit.record(user, "user.invite", invitee, role=role, organisation=org.slug)
-    transaction.on_commit(partial(send_invitation, invitee.pk, user.pk))
+    transaction.on_commit(partial(tasks.send_invitation.delay, invitee.pk, user.pk))
     return invitee
 
 

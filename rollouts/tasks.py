@@ -1,0 +1,22 @@
+"""Thin Celery wrappers over services: they take ids, fetch, call one service, and own their retries."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from celery import shared_task
+from django.db import OperationalError
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def send_invitation(user_id: int, invited_by_id: int | None) -> None:
+    from rollouts.services.parties import send_invitation
+
+    send_invitation(user_id, invited_by_id)
+
+
+@shared_task
+def ping() -> dict:
+    """Which process ran this: /healthz-style proof that a worker is consuming the queue."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}

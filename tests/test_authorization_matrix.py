@@ -1,0 +1,96 @@
+"""P1, P2: every URL of the project × every kind of persona, against a hand-written table.
+
+The URL list comes from the URL configuration; the expected answers do not. A URL missing from
+EXPECTED fails `test_every_url_is_in_the_table`, so each new page is covered the day it is added.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from .conftest import sign_in
+from .factories import UserFactory
+
+PERSONAS = ("dcc", "csp", "supplier", "staff", "anon")
+LOGIN = "login"  # redirect to the sign-in page
+
+SUPPLIER_ONLY = {"dcc": 403, "csp": 403, "supplier": 200, "staff": 403, "anon": LOGIN}
+DCC_OR_CSP = {"dcc": 200, "csp": 200, "supplier": 403, "staff": 403, "anon": LOGIN}
+
+# Written from REQUIREMENTS.md P1/P2, not from the views.
+EXPECTED: dict[str, dict[str, int | str]] = {
+    "home": {"dcc": "/ssmi/", "csp": "/ssmi/", "supplier": "/ssi/", "staff": "/admin/", "anon": LOGIN},
+    "healthz": {"dcc": 200, "csp": 200, "supplier": 200, "staff": 200, "anon": 200},
+    "ssi:dashboard": SUPPLIER_ONLY,
+    "ssi:team": SUPPLIER_ONLY,
+    "ssi:team-invite": SUPPLIER_ONLY,
+    "ssi:team-deactivate": SUPPLIER_ONLY,  # target: a member of the Supplier's own organisation
+    "ssmi:dashboard": DCC_OR_CSP,
+    "ssmi:team": DCC_OR_CSP,
+    "ssmi:team-invite": DCC_OR_CSP,
+    # target: a DCC member; a CSP admin gets the same 404 as for a user that does not exist (P3)
+    "ssmi:team-deactivate": {"dcc": 200, "csp": 404, "supplier": 403, "staff": 403, "anon": LOGIN},
+}
+
+# Library-owned URL trees (sign-in, MFA, admin) are tested in their own files.
+LIBRARY_PREFIXES = ("admin", "accounts")
+
+
+def project_url_names() -> set[str]:
+    names: set[str] = set()
+
+    def walk(patterns, namespace: str | None) -> None:
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                if str(p.pattern).strip("/^") in LIBRARY_PREFIXES:
+                    continue
+                walk(p.url_patterns, p.namespace or namespace)
+            elif isinstance(p, URLPattern) and p.name:
+                names.add(f"{namespace}:{p.name}" if namespace else p.name)
+
+    walk(get_resolver().url_patterns, None)
+    return names
+
+
+def test_every_url_is_in_the_table():
+    assert project_url_names() - EXPECTED.keys() == set(), "add the new URL to EXPECTED with its answers"
+    assert EXPECTED.keys() - project_url_names() == set(), "remove URLs that no longer exist"
+
+
+@pytest.fixture
+def people(dcc, csp_north, import_supplier, staff):
+    return {
+        "dcc": dcc, "csp": csp_north, "supplier": import_supplier, "staff": staff, "anon": None,
+        "supplier_member": UserFactory(organisation=import_supplier.organisation),
+        "dcc_member": UserFactory(organisation=dcc.organisation),
+    }
+
+
+def url_for(name: str, people) -> str:
+    if name == "ssi:team-deactivate":
+        return reverse(name, args=[people["supplier_member"].pk])
+    if name == "ssmi:team-deactivate":
+        return reverse(name, args=[people["dcc_member"].pk])
+    return reverse(name)
+
+
+@pytest.mark.req("P2")
+@pytest.mark.parametrize("persona", PERSONAS)
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_answer_for_each_persona(client, people, name, persona):
+    if people[persona] is not None:
+        sign_in(client, people[persona])
+    url = url_for(name, people)
+    response = client.get(url)
+    expected = EXPECTED[name][persona]
+    if expected == LOGIN:
+        assert response.status_code == 302
+        assert response.url.startswith(reverse("account_login"))
+    elif isinstance(expected, str):
+        assert response.status_code == 302
+        assert response.url == expected
+    else:
+        assert response.status_code == expected, f"{persona} GET {url}"
+    if expected == 403:
+        assert "You cannot see this page" in response.text  # the portal's own 403 page, never the page
