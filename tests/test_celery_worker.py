@@ -1,0 +1,46 @@
+"""A real Celery worker on Redis, in another process (ARCHITECTURE: slow work runs in Celery)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
+
+
+@pytest.fixture
+def worker(tmp_path):
+    env = {**os.environ, "CELERY_BROKER_URL": BROKER, "PORTAL_TESTING": "true"}
+    pidfile = tmp_path / "worker.pid"
+    pidfile.unlink(missing_ok=True)  # a killed worker leaves its pidfile behind
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "chfw_portal", "worker", "--pool=solo", "--concurrency=1",
+         "--loglevel=WARNING", f"--pidfile={pidfile}", "--without-heartbeat", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.mark.worker
+def test_a_task_runs_in_the_worker_process(worker):
+    client = Celery(broker=BROKER, backend=BROKER)
+    client.conf.task_always_eager = False
+    result = client.send_task("rollouts.tasks.ping")
+    try:
+        answer = result.get(timeout=60)
+    except Exception:
+        worker.terminate()
+        pytest.fail(f"no answer from the worker:\n{worker.communicate(timeout=10)[0]}")
+    assert answer["pid"] == worker.pid != os.getpid()  # ran in the worker, not eagerly here
+    assert result.state == "SUCCESS"

@@ -1,0 +1,99 @@
+"""Organisation settings (P1): admins invite and deactivate their own users; members see the list."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+
+from rollouts.models import AuditEvent, Role, User
+
+from .conftest import sign_in
+from .factories import UserFactory
+
+
+@pytest.mark.req("P1")
+def test_members_see_their_organisation_and_no_other(client, import_supplier_member, other_supplier):
+    sign_in(client, import_supplier_member)
+    page = client.get(reverse("ssi:team")).text
+    assert import_supplier_member.email in page
+    assert import_supplier_member.organisation.users.get(role=Role.ADMIN).email in page
+    assert other_supplier.email not in page
+    assert "Invite a user" not in page
+
+
+@pytest.mark.req("P1")
+def test_a_member_cannot_invite(client, import_supplier_member):
+    sign_in(client, import_supplier_member)
+    response = client.post(reverse("ssi:team-invite"), {"full_name": "X", "email": "x@volt.test", "role": "member"})
+    assert response.status_code == 403
+    assert not User.objects.filter(email="x@volt.test").exists()
+
+
+@pytest.mark.req("P1")
+@pytest.mark.req("P5")
+def test_admin_invites_a_user_who_sets_a_password_by_email(client, import_supplier, django_capture_on_commit_callbacks):
+    sign_in(client, import_supplier)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("ssi:team-invite"),
+                               {"full_name": "Nina New", "email": "Nina@Volt.test", "role": "member"})
+    assert response.status_code == 302
+    invitee = User.objects.get(email="nina@volt.test")
+    assert invitee.organisation == import_supplier.organisation and invitee.role == Role.MEMBER
+    assert not invitee.has_usable_password()
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == ["nina@volt.test"]
+    link = next(line for line in mail.outbox[0].body.splitlines() if "/accounts/password/reset/key/" in line)
+    assert AuditEvent.objects.filter(action="user.invite", object_id=str(invitee.pk), user=import_supplier).exists()
+
+    client.logout()
+    form = client.get(link.strip().removeprefix("http://127.0.0.1:8000"), follow=True)
+    assert form.status_code == 200
+    client.post(form.request["PATH_INFO"], {"password1": "a-long-new-passphrase", "password2": "a-long-new-passphrase"})
+    invitee.refresh_from_db()
+    assert invitee.check_password("a-long-new-passphrase")
+
+
+def test_inviting_an_existing_address_is_refused_clearly(client, import_supplier, other_supplier):
+    sign_in(client, import_supplier)
+    response = client.post(reverse("ssi:team-invite"), {"full_name": "O", "email": other_supplier.email, "role": "member"})
+    assert response.status_code == 200
+    assert "An account with this email address already exists" in response.text
+    assert User.objects.get(email=other_supplier.email).organisation == other_supplier.organisation
+
+
+@pytest.mark.req("P1")
+def test_admin_deactivates_after_confirming(client, import_supplier, import_supplier_member):
+    sign_in(client, import_supplier)
+    url = reverse("ssi:team-deactivate", args=[import_supplier_member.pk])
+    assert "Deactivate bob@volt.test?" in client.get(url).text  # a confirmation before the irreversible step
+    import_supplier_member.refresh_from_db()
+    assert import_supplier_member.is_active
+    assert client.post(url).status_code == 302
+    import_supplier_member.refresh_from_db()
+    assert not import_supplier_member.is_active and import_supplier_member.deactivated_at is not None
+    assert User.objects.filter(pk=import_supplier_member.pk).exists()  # never deleted
+
+
+@pytest.mark.req("P3")
+def test_another_organisations_user_is_not_found(client, import_supplier, other_supplier):
+    sign_in(client, import_supplier)
+    assert client.post(reverse("ssi:team-deactivate", args=[other_supplier.pk])).status_code == 404
+    assert client.post(reverse("ssi:team-deactivate", args=[999999])).status_code == 404
+    other_supplier.refresh_from_db()
+    assert other_supplier.is_active
+
+
+def test_an_admin_cannot_deactivate_themselves(client, import_supplier):
+    sign_in(client, import_supplier)
+    response = client.post(reverse("ssi:team-deactivate", args=[import_supplier.pk]))
+    assert "You cannot deactivate your own account" in response.text
+    import_supplier.refresh_from_db()
+    assert import_supplier.is_active
+
+
+@pytest.mark.req("P1")
+def test_csp_admin_manages_users_on_ssmi(client, csp_north):
+    member = UserFactory(organisation=csp_north.organisation)
+    sign_in(client, csp_north)
+    assert member.email in client.get(reverse("ssmi:team")).text
+    assert client.post(reverse("ssmi:team-deactivate", args=[member.pk])).status_code == 302
