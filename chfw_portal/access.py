@@ -41,8 +41,11 @@ def face_required(*kinds: OrgKind, require_mfa: bool = False) -> Callable[[View]
                 raise PermissionDenied("This part of the portal is for another kind of organisation.")
             if require_mfa and settings.PORTAL_REQUIRE_MFA:
                 if not is_mfa_enabled(user):
-                    messages.info(request, "Set up an authenticator app before you continue: DCC and CSP users "
-                                           "must sign in with a second factor.")
+                    messages.info(
+                        request,
+                        "Set up an authenticator app before you continue: DCC and CSP users "
+                        "must sign in with a second factor.",
+                    )
                     return redirect("mfa_activate_totp")
                 if not mfa_used_in_session(request):
                     logout(request)

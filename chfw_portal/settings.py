@@ -267,7 +267,9 @@ INTAKE_MAX_BYTES = env_int("INTAKE_MAX_BYTES", 100 * 1024 * 1024)  # 100 MiB per
 INTAKE_MAX_CSV_ROWS = env_int("INTAKE_MAX_CSV_ROWS", 2_000_000)
 INTAKE_MAX_XLSX_ROWS = env_int("INTAKE_MAX_XLSX_ROWS", 1_048_576)  # the format's own limit
 INTAKE_MAX_XLSX_UNPACKED = env_int("INTAKE_MAX_XLSX_UNPACKED", 512 * 1024 * 1024)  # all entries, uncompressed
-INTAKE_MAX_XLSX_SHEET = env_int("INTAKE_MAX_XLSX_SHEET", 400 * 1024 * 1024)  # the first worksheet, uncompressed
+INTAKE_MAX_XLSX_SHEET = env_int(
+    "INTAKE_MAX_XLSX_SHEET", 400 * 1024 * 1024
+)  # the first worksheet, uncompressed
 INTAKE_MAX_XLSX_RATIO = env_int("INTAKE_MAX_XLSX_RATIO", 200)  # uncompressed / compressed, per entry
 INTAKE_MAX_XLSX_ENTRIES = env_int("INTAKE_MAX_XLSX_ENTRIES", 1000)
 INTAKE_CALAMINE_MAX_BYTES = env_int("INTAKE_CALAMINE_MAX_BYTES", 8 * 1024 * 1024)  # above: openpyxl read-only

@@ -47,7 +47,9 @@ def team_invite(request: HttpRequest) -> HttpResponse:
             else:
                 form.add_error(None, e)
         else:
-            messages.success(request, f"Invitation sent to {invitee.email}. They choose a password from the link in it.")
+            messages.success(
+                request, f"Invitation sent to {invitee.email}. They choose a password from the link in it."
+            )
             return redirect(f"{_face(request)}:team")
     return render(request, "team/invite.html", _context(request, form=form))
 

@@ -47,5 +47,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     db = "ok" if database_ok() else "down"
     broker = broker_status()
     healthy = db == "ok" and broker != "down"
-    return JsonResponse({"database": db, "broker": broker, "status": "ok" if healthy else "down"},
-                        status=200 if healthy else 503)
+    return JsonResponse(
+        {"database": db, "broker": broker, "status": "ok" if healthy else "down"},
+        status=200 if healthy else 503,
+    )

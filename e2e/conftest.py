@@ -23,8 +23,16 @@ def browser_type_launch_args(browser_type_launch_args):
     return {
         **browser_type_launch_args,
         "executable_path": CHROMIUM,
-        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+        "args": [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+        ],
     }
 
 
@@ -48,7 +56,8 @@ def assert_accessible(page) -> None:
     assert results["passes"], "axe reported no passes: it did not run"
     blocking = [
         f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
-        for v in results["violations"] if v["impact"] in BLOCKING_IMPACTS
+        for v in results["violations"]
+        if v["impact"] in BLOCKING_IMPACTS
     ]
     assert not blocking, f"{page.url}: " + "; ".join(blocking)
 

@@ -64,7 +64,9 @@ def test_dcc_user_signs_in_with_a_totp_code_when_mfa_is_required(page, live_serv
     sign_in(page, live_server, "dcc@demo.chfw")
     expect(page).to_have_url(re.compile(r"/accounts/2fa/authenticate/"))
     assert_accessible(page)
-    page.get_by_label(re.compile(r"code", re.I)).fill(f"{hotp_value(SEEDED_SECRET, int(time.time()) // 30):06d}")
+    page.get_by_label(re.compile(r"code", re.I)).fill(
+        f"{hotp_value(SEEDED_SECRET, int(time.time()) // 30):06d}"
+    )
     page.get_by_role("button", name=re.compile("Sign in|Continue|Verify", re.I)).click()
     expect(page).to_have_url(f"{live_server.url}/ssmi/")
     expect(page.get_by_role("heading", name="Firmware rollouts")).to_be_visible()

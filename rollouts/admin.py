@@ -25,7 +25,9 @@ class UserAdmin(BaseUserAdmin):
         ("Organisation", {"fields": ["full_name", "organisation", "role"]}),
         ("Access", {"fields": ["is_active", "deactivated_at", "is_staff", "is_superuser", "groups"]}),
     ]
-    add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "organisation", "role", "password1", "password2"]})]
+    add_fieldsets = [
+        (None, {"classes": ["wide"], "fields": ["email", "organisation", "role", "password1", "password2"]})
+    ]
     readonly_fields = ["deactivated_at"]
 
     def has_delete_permission(self, request, obj=None) -> bool:

@@ -20,8 +20,14 @@ def actor_for(user: User | None) -> Actor:
     return ACTOR_FOR_KIND[OrgKind(user.organisation.kind)]
 
 
-def record(user: User | None, action: str, obj: models.Model | None = None, *, actor: Actor | None = None,
-           **details: Any) -> AuditEvent:
+def record(
+    user: User | None,
+    action: str,
+    obj: models.Model | None = None,
+    *,
+    actor: Actor | None = None,
+    **details: Any,
+) -> AuditEvent:
     """Append one event. `user=None` means the System (scheduled jobs, thresholds)."""
     return AuditEvent.objects.create(
         actor=actor or actor_for(user),

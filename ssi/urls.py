@@ -13,6 +13,9 @@ urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
     path("organisation/users/", supplier_required(team.team), name="team"),
     path("organisation/users/invite/", supplier_required(team.team_invite), name="team-invite"),
-    path("organisation/users/<int:user_id>/deactivate/", supplier_required(team.team_deactivate),
-         name="team-deactivate"),
+    path(
+        "organisation/users/<int:user_id>/deactivate/",
+        supplier_required(team.team_deactivate),
+        name="team-deactivate",
+    ),
 ]

@@ -13,6 +13,9 @@ urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
     path("organisation/users/", dcc_or_csp_required(team.team), name="team"),
     path("organisation/users/invite/", dcc_or_csp_required(team.team_invite), name="team-invite"),
-    path("organisation/users/<int:user_id>/deactivate/", dcc_or_csp_required(team.team_deactivate),
-         name="team-deactivate"),
+    path(
+        "organisation/users/<int:user_id>/deactivate/",
+        dcc_or_csp_required(team.team_deactivate),
+        name="team-deactivate",
+    ),
 ]

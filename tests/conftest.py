@@ -23,8 +23,9 @@ TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
 @pytest.fixture
 def dcc(db) -> User:
-    return UserFactory(email="dee@dcc.test", organisation=OrganisationFactory(name="DCC", kind=OrgKind.DCC),
-                       role=Role.ADMIN)
+    return UserFactory(
+        email="dee@dcc.test", organisation=OrganisationFactory(name="DCC", kind=OrgKind.DCC), role=Role.ADMIN
+    )
 
 
 @pytest.fixture
@@ -47,8 +48,9 @@ def csp_south(db) -> User:
 @pytest.fixture
 def import_supplier(db) -> User:
     """Alice, admin at Volt Energy, an Import (electricity) Supplier."""
-    return UserFactory(email="alice@volt.test", organisation=OrganisationFactory(name="Volt Energy"),
-                       role=Role.ADMIN)
+    return UserFactory(
+        email="alice@volt.test", organisation=OrganisationFactory(name="Volt Energy"), role=Role.ADMIN
+    )
 
 
 @pytest.fixture
@@ -58,14 +60,17 @@ def import_supplier_member(db, import_supplier) -> User:
 
 @pytest.fixture
 def gas_supplier(db) -> User:
-    return UserFactory(email="gina@gasco.test", organisation=OrganisationFactory(name="GasCo"), role=Role.ADMIN)
+    return UserFactory(
+        email="gina@gasco.test", organisation=OrganisationFactory(name="GasCo"), role=Role.ADMIN
+    )
 
 
 @pytest.fixture
 def other_supplier(db) -> User:
     """Oscar, at a Supplier that must see nothing of the others (P3)."""
-    return UserFactory(email="oscar@other.test", organisation=OrganisationFactory(name="Other Power"),
-                       role=Role.ADMIN)
+    return UserFactory(
+        email="oscar@other.test", organisation=OrganisationFactory(name="Other Power"), role=Role.ADMIN
+    )
 
 
 @pytest.fixture

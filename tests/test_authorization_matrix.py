@@ -61,7 +61,11 @@ def test_every_url_is_in_the_table():
 @pytest.fixture
 def people(dcc, csp_north, import_supplier, staff):
     return {
-        "dcc": dcc, "csp": csp_north, "supplier": import_supplier, "staff": staff, "anon": None,
+        "dcc": dcc,
+        "csp": csp_north,
+        "supplier": import_supplier,
+        "staff": staff,
+        "anon": None,
         "supplier_member": UserFactory(organisation=import_supplier.organisation),
         "dcc_member": UserFactory(organisation=dcc.organisation),
     }

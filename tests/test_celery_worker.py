@@ -20,9 +20,26 @@ def worker(tmp_path):
     pidfile = tmp_path / "worker.pid"
     pidfile.unlink(missing_ok=True)  # a killed worker leaves its pidfile behind
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "chfw_portal", "worker", "--pool=solo", "--concurrency=1",
-         "--loglevel=WARNING", f"--pidfile={pidfile}", "--without-heartbeat", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "chfw_portal",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "--loglevel=WARNING",
+            f"--pidfile={pidfile}",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     yield proc
     proc.terminate()

@@ -30,20 +30,38 @@ def test_embedded_postgresql_serves_the_portal(tmp_path):
     data_dir = tmp_path / "pg"
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "PORTAL_TESTING"}}
     env["DEBUG"] = "true"
-    started = subprocess.run([sys.executable, "-m", "chfw_portal.devdb", "start", str(data_dir)],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    started = subprocess.run(
+        [sys.executable, "-m", "chfw_portal.devdb", "start", str(data_dir)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert started.returncode == 0, started.stderr
     try:
         env["DATABASE_URL"] = started.stdout.strip()
         env["PORTAL_REQUIRE_MFA"] = "false"
         for command in (["migrate", "--no-input"], ["seed_demo"]):
-            done = subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env,
-                                  capture_output=True, text=True, timeout=240)
+            done = subprocess.run(
+                [sys.executable, "manage.py", *command],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
             assert done.returncode == 0, done.stderr
         assert "northern-lights-energy@demo.chfw" in done.stdout  # the demo sign-ins are printed
         env["DJANGO_SETTINGS_MODULE"] = "chfw_portal.settings"
-        rendered = subprocess.run([sys.executable, "-c", RENDER_DASHBOARDS], cwd=ROOT, env=env,
-                                  capture_output=True, text=True, timeout=120)
+        rendered = subprocess.run(
+            [sys.executable, "-c", RENDER_DASHBOARDS],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert rendered.returncode == 0, rendered.stderr
         out = rendered.stdout
         # the connection really goes to the embedded server (its data directory, PostgreSQL 18)
@@ -51,5 +69,10 @@ def test_embedded_postgresql_serves_the_portal(tmp_path):
         assert str(data_dir) in data_line and ", 18" in data_line
         assert "PAGE /ssi/ 200 True" in out and "PAGE /ssmi/ 200 True" in out
     finally:
-        subprocess.run([sys.executable, "-m", "chfw_portal.devdb", "stop", str(data_dir)], cwd=ROOT, env=env,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-m", "chfw_portal.devdb", "stop", str(data_dir)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )

@@ -27,7 +27,11 @@ def test_seed_demo_creates_every_demo_sign_in_and_is_idempotent(db, settings):
     assert User.objects.count() == len(DEMO_USERS)
     for email, (org_name, kind, region) in DEMO_USERS.items():
         user = User.objects.get(email=email)
-        assert (user.organisation.name, user.organisation.kind, user.organisation.region) == (org_name, kind, region)
+        assert (user.organisation.name, user.organisation.kind, user.organisation.region) == (
+            org_name,
+            kind,
+            region,
+        )
         assert user.role == Role.ADMIN and user.check_password("a-demo-password")
 
 

@@ -12,11 +12,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_settings(**env) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "PORTAL_TESTING", "SECRET_KEY", "PORTAL_REQUIRE_MFA"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DEBUG", "PORTAL_TESTING", "SECRET_KEY", "PORTAL_REQUIRE_MFA"}
+    }
     return subprocess.run(
-        [sys.executable, "-c", "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='chfw_portal.settings'; "
-                               "django.setup(); from django.conf import settings; print(settings.PORTAL_REQUIRE_MFA)"],
-        cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='chfw_portal.settings'; "
+            "django.setup(); from django.conf import settings; print(settings.PORTAL_REQUIRE_MFA)",
+        ],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -143,9 +143,15 @@ def test_database_refuses_to_change_or_delete_audit_rows(import_supplier):
     from rollouts import audit
 
     event = audit.record(import_supplier, "test.event", import_supplier)
-    for statement in ("UPDATE rollouts_auditevent SET action = 'x' WHERE id = %s",
-                      "DELETE FROM rollouts_auditevent WHERE id = %s"):
-        with pytest.raises(Exception, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+    for statement in (
+        "UPDATE rollouts_auditevent SET action = 'x' WHERE id = %s",
+        "DELETE FROM rollouts_auditevent WHERE id = %s",
+    ):
+        with (
+            pytest.raises(Exception, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
             cursor.execute(statement, [event.pk])
     event.refresh_from_db()
     assert event.action == "test.event"

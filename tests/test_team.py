@@ -25,37 +25,49 @@ def test_members_see_their_organisation_and_no_other(client, import_supplier_mem
 @pytest.mark.req("P1")
 def test_a_member_cannot_invite(client, import_supplier_member):
     sign_in(client, import_supplier_member)
-    response = client.post(reverse("ssi:team-invite"), {"full_name": "X", "email": "x@volt.test", "role": "member"})
+    response = client.post(
+        reverse("ssi:team-invite"), {"full_name": "X", "email": "x@volt.test", "role": "member"}
+    )
     assert response.status_code == 403
     assert not User.objects.filter(email="x@volt.test").exists()
 
 
 @pytest.mark.req("P1")
 @pytest.mark.req("P5")
-def test_admin_invites_a_user_who_sets_a_password_by_email(client, import_supplier, django_capture_on_commit_callbacks):
+def test_admin_invites_a_user_who_sets_a_password_by_email(
+    client, import_supplier, django_capture_on_commit_callbacks
+):
     sign_in(client, import_supplier)
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(reverse("ssi:team-invite"),
-                               {"full_name": "Nina New", "email": "Nina@Volt.test", "role": "member"})
+        response = client.post(
+            reverse("ssi:team-invite"), {"full_name": "Nina New", "email": "Nina@Volt.test", "role": "member"}
+        )
     assert response.status_code == 302
     invitee = User.objects.get(email="nina@volt.test")
     assert invitee.organisation == import_supplier.organisation and invitee.role == Role.MEMBER
     assert not invitee.has_usable_password()
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["nina@volt.test"]
     link = next(line for line in mail.outbox[0].body.splitlines() if "/accounts/password/reset/key/" in line)
-    assert AuditEvent.objects.filter(action="user.invite", object_id=str(invitee.pk), user=import_supplier).exists()
+    assert AuditEvent.objects.filter(
+        action="user.invite", object_id=str(invitee.pk), user=import_supplier
+    ).exists()
 
     client.logout()
     form = client.get(link.strip().removeprefix("http://127.0.0.1:8000"), follow=True)
     assert form.status_code == 200
-    client.post(form.request["PATH_INFO"], {"password1": "a-long-new-passphrase", "password2": "a-long-new-passphrase"})
+    client.post(
+        form.request["PATH_INFO"],
+        {"password1": "a-long-new-passphrase", "password2": "a-long-new-passphrase"},
+    )
     invitee.refresh_from_db()
     assert invitee.check_password("a-long-new-passphrase")
 
 
 def test_inviting_an_existing_address_is_refused_clearly(client, import_supplier, other_supplier):
     sign_in(client, import_supplier)
-    response = client.post(reverse("ssi:team-invite"), {"full_name": "O", "email": other_supplier.email, "role": "member"})
+    response = client.post(
+        reverse("ssi:team-invite"), {"full_name": "O", "email": other_supplier.email, "role": "member"}
+    )
     assert response.status_code == 200
     assert "An account with this email address already exists" in response.text
     assert User.objects.get(email=other_supplier.email).organisation == other_supplier.organisation

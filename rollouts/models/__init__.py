@@ -1,6 +1,6 @@
 from __future__ import annotations
 
 from .audit import Actor, AuditEvent
-from .parties import OrgKind, Organisation, Region, Role, User
+from .parties import Organisation, OrgKind, Region, Role, User
 
 __all__ = ["Actor", "AuditEvent", "OrgKind", "Organisation", "Region", "Role", "User"]

@@ -20,9 +20,7 @@ class AuditEvent(models.Model):
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.CharField(max_length=10, choices=Actor.choices)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True)
-    organisation = models.ForeignKey(
-        "rollouts.Organisation", on_delete=models.PROTECT, null=True, blank=True
-    )
+    organisation = models.ForeignKey("rollouts.Organisation", on_delete=models.PROTECT, null=True, blank=True)
     action = models.CharField(max_length=80, db_index=True)
     object_type = models.CharField(max_length=80, blank=True)
     object_id = models.CharField(max_length=64, blank=True)

@@ -43,7 +43,9 @@ class Organisation(models.Model):
                 violation_error_message="A CSP has exactly one region; other organisations have none.",
             ),
             models.UniqueConstraint(fields=["kind"], condition=Q(kind=OrgKind.DCC), name="org_one_dcc"),
-            models.UniqueConstraint(fields=["region"], condition=Q(kind=OrgKind.CSP), name="org_one_csp_per_region"),
+            models.UniqueConstraint(
+                fields=["region"], condition=Q(kind=OrgKind.CSP), name="org_one_csp_per_region"
+            ),
         ]
 
     def __str__(self) -> str:

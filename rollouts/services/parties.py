@@ -21,7 +21,9 @@ from ..models import Organisation, OrgKind, Region, Role, User
 
 
 @transaction.atomic
-def create_organisation(*, user: User | None, name: str, kind: OrgKind, region: Region | str = "") -> Organisation:
+def create_organisation(
+    *, user: User | None, name: str, kind: OrgKind, region: Region | str = ""
+) -> Organisation:
     """Register an organisation (staff or seed_demo). Idempotent on its name."""
     org, created = Organisation.objects.get_or_create(
         name=name, defaults={"slug": slugify(name), "kind": kind, "region": region}
@@ -56,8 +58,14 @@ def send_invitation(user_id: int, invited_by_id: int | None) -> None:
 
 
 @transaction.atomic(durable=True)
-def invite_user(*, user: User, email: str, full_name: str, role: Role = Role.MEMBER,
-                organisation: Organisation | None = None) -> User:
+def invite_user(
+    *,
+    user: User,
+    email: str,
+    full_name: str,
+    role: Role = Role.MEMBER,
+    organisation: Organisation | None = None,
+) -> User:
     """An organisation admin (or staff) creates an account; the invitee sets a password by email (P1, P5)."""
     org = organisation or user.organisation
     if not (user.is_staff or (user.is_org_admin and user.organisation_id == getattr(org, "pk", None))):
@@ -65,7 +73,9 @@ def invite_user(*, user: User, email: str, full_name: str, role: Role = Role.MEM
     email = User.objects.normalize_email(email).strip().lower()
     if User.objects.filter(email__iexact=email).exists():
         raise ValidationError(
-            {"email": "An account with this email address already exists. Ask staff if it should move organisation."}
+            {
+                "email": "An account with this email address already exists. Ask staff if it should move organisation."
+            }
         )
     invitee = User.objects.create_user(email, full_name=full_name.strip(), organisation=org, role=role)
     audit.record(user, "user.invite", invitee, role=role, organisation=org.slug)
@@ -80,7 +90,9 @@ def deactivate_user(*, user: User, target_id: int) -> User:
     if not (user.is_staff or (user.is_org_admin and target.organisation_id == user.organisation_id)):
         raise PermissionDenied("Only an admin of the organisation can deactivate its users.")
     if target.pk == user.pk:
-        raise ValidationError("You cannot deactivate your own account. Ask another admin of your organisation.")
+        raise ValidationError(
+            "You cannot deactivate your own account. Ask another admin of your organisation."
+        )
     if not target.is_active:
         raise ValidationError(f"{target.email} is already deactivated.")
     target.is_active = False
@@ -95,8 +107,16 @@ def deactivate_user(*, user: User, target_id: int) -> User:
 
 
 @transaction.atomic
-def ensure_user(*, email: str, organisation: Organisation | None, role: Role, password: str,
-                full_name: str = "", is_staff: bool = False, acting: User | None = None) -> tuple[User, bool]:
+def ensure_user(
+    *,
+    email: str,
+    organisation: Organisation | None,
+    role: Role,
+    password: str,
+    full_name: str = "",
+    is_staff: bool = False,
+    acting: User | None = None,
+) -> tuple[User, bool]:
     """Create a user with a known password unless it exists (seed_demo and staff tooling). Idempotent."""
     existing = User.objects.filter(email__iexact=email).first()
     if existing:
@@ -104,5 +124,7 @@ def ensure_user(*, email: str, organisation: Organisation | None, role: Role, pa
     user = User.objects.create_user(
         email, password, full_name=full_name, organisation=organisation, role=role, is_staff=is_staff
     )
-    audit.record(acting, "user.create", user, role=role, organisation=organisation.slug if organisation else "")
+    audit.record(
+        acting, "user.create", user, role=role, organisation=organisation.slug if organisation else ""
+    )
     return user, True

@@ -27,18 +27,25 @@ DEFAULT_PASSWORD = "demo-portal-2026"  # noqa: S105 - demo only; refused with DE
 
 
 class Command(BaseCommand):
-    help = "Create the demo organisations and one admin user each (<org-slug>@demo.chfw), plus dcc-2@demo.chfw."
+    help = (
+        "Create the demo organisations and one admin user each (<org-slug>@demo.chfw), plus dcc-2@demo.chfw."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--password", default=DEFAULT_PASSWORD, help="Password for every demo user.")
         parser.add_argument("--force", action="store_true", help="Run even with DEBUG off.")
-        parser.add_argument("--totp-secret", default="",
-                            help="Base32 secret: give DCC and CSP demo users this authenticator (for MFA demos).")
+        parser.add_argument(
+            "--totp-secret",
+            default="",
+            help="Base32 secret: give DCC and CSP demo users this authenticator (for MFA demos).",
+        )
 
     def handle(self, *args, password: str, force: bool, totp_secret: str, **options) -> None:
         if not settings.DEBUG and not force:
-            raise CommandError("seed_demo creates users with a known password: it refuses to run with DEBUG off. "
-                               "Use --force on a test or demo system only.")
+            raise CommandError(
+                "seed_demo creates users with a known password: it refuses to run with DEBUG off. "
+                "Use --force on a test or demo system only."
+            )
         created = 0
         with transaction.atomic():
             for name, kind, region in ORGANISATIONS:
@@ -47,16 +54,25 @@ class Command(BaseCommand):
                 if kind == OrgKind.DCC:
                     emails.append(f"dcc-2@{DEMO_DOMAIN}")  # four-eyes decisions need a second DCC user
                 for email in emails:
-                    user, new = ensure_user(email=email, organisation=org, role=Role.ADMIN, password=password,
-                                            full_name=f"{name} demo admin")
+                    user, new = ensure_user(
+                        email=email,
+                        organisation=org,
+                        role=Role.ADMIN,
+                        password=password,
+                        full_name=f"{name} demo admin",
+                    )
                     created += new
-                    if totp_secret and kind != OrgKind.SUPPLIER and not Authenticator.objects.filter(
-                        user=user, type=Authenticator.Type.TOTP
-                    ).exists():
+                    if (
+                        totp_secret
+                        and kind != OrgKind.SUPPLIER
+                        and not Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+                    ):
                         TOTP.activate(user, totp_secret)
         self.stdout.write(self.style.SUCCESS(f"Demo data ready ({created} users created)."))
         self.stdout.write(f"Demo sign-ins (password: {password}):")
         for name, kind, _region in ORGANISATIONS:
             face = "/ssi/" if kind == OrgKind.SUPPLIER else "/ssmi/"
             self.stdout.write(f"  {slugify(name) + '@' + DEMO_DOMAIN:<34} {name} -> {face}")
-        self.stdout.write(f"  {'dcc-2@' + DEMO_DOMAIN:<34} DCC, second user for four-eyes decisions -> /ssmi/")
+        self.stdout.write(
+            f"  {'dcc-2@' + DEMO_DOMAIN:<34} DCC, second user for four-eyes decisions -> /ssmi/"
+        )
