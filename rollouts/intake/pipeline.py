@@ -1,0 +1,374 @@
+"""The one intake pipeline every upload goes through (X2, X3; FILE_FORMATS.md).
+
+    upload = receive_upload(user=..., organisation=..., kind=..., content=...)   # kept, hashed
+    upload = process_upload(upload.pk, handler)                                 # staged, checked, applied
+
+Rows stream from the reader into a temporary staging table with PostgreSQL COPY; the checks are
+a few set-based statements that write each bad row, with its reason code, into a temporary
+failures table; only if that table stays empty does the handler apply the rows, in the same
+transaction. A rejected upload keeps its file, its errors and one audit event, and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.core.cache import cache
+from django.core.files import File
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .. import audit
+from ..guid import GuidFormatError, parse_guid
+from ..models import Organisation, OrgKind, Upload, UploadError, UploadKind, UploadState, User
+from .errors import CODES, Failure, RowsRejected
+from .readers import read_rows
+
+log = logging.getLogger(__name__)
+
+ROWS = "intake_rows"
+FAILURES = "intake_failures"
+PROGRESS_EVERY = 10_000
+PROGRESS_TTL = 24 * 60 * 60
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A file layout of FILE_FORMATS.md: column name -> required, and which columns hold GUIDs."""
+
+    kind: UploadKind
+    columns: dict[str, bool]
+    guid_columns: tuple[str, ...] = ("guid",)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.columns)
+
+
+@dataclass
+class Staging:
+    """The staging and failures tables of one upload, inside the applying transaction.
+
+    `intake_rows` has `row_no`, one text column per layout column (as given; NULL where the
+    reader already failed the cell) and `<guid column>_hex` with the canonical GUID (NULL when
+    it is not one). Checks add failures with `fail(...)`.
+    """
+
+    layout: Layout
+    cursor: Any
+    row_count: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, select_sql: str, params: Iterable[Any] = ()) -> int:
+        """Add failures: `select_sql` yields (row_no, column, value, code, message or NULL)."""
+        self.cursor.execute(
+            f"INSERT INTO {FAILURES} (row_no, col, value, code, message) {select_sql}", list(params)
+        )
+        return self.cursor.rowcount
+
+    def create_temp(self, name: str, select_sql: str, params: Iterable[Any] = ()) -> None:
+        """A temporary table for the rest of this transaction (dropped first: savepoints can nest)."""
+        self.cursor.execute(f"DROP TABLE IF EXISTS {name}")
+        self.cursor.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select_sql}", list(params))
+
+    def failure_count(self) -> int:
+        self.cursor.execute(f"SELECT count(*) FROM {FAILURES}")
+        return self.cursor.fetchone()[0]
+
+
+class Handler(Protocol):
+    """What one kind of upload adds to the pipeline: its layout, its checks, and how it applies."""
+
+    layout: Layout
+
+    def check(self, staging: Staging, upload: Upload) -> None: ...
+
+    def apply(self, staging: Staging, upload: Upload) -> dict[str, Any]: ...
+
+
+# -- receiving -----------------------------------------------------------------------------------
+
+
+def receive_upload(
+    *, user: User | None, organisation: Organisation, kind: UploadKind, content: File, name: str | None = None
+) -> Upload:
+    """Keep the file under a generated name with its size and SHA-256 (X2). Nothing is read yet."""
+    digest = hashlib.sha256()
+    size = 0
+    content.seek(0)
+    for chunk in content.chunks():
+        digest.update(chunk)
+        size += len(chunk)
+    content.seek(0)
+    upload = Upload(
+        kind=kind,
+        organisation=organisation,
+        user=user,
+        name=(name or content.name or "upload")[-255:],
+        size=size,
+        sha256=digest.hexdigest(),
+    )
+    upload.file.save("upload", content, save=False)
+    upload.save()
+    return upload
+
+
+# -- progress (outside the applying transaction, so a poll sees it move) ----------------------------
+
+
+def progress_key(upload_id: int) -> str:
+    return f"upload-progress:{upload_id}"
+
+
+def set_progress(upload_id: int, stage: str, rows: int = 0, errors: int = 0) -> None:
+    cache.set(progress_key(upload_id), {"stage": stage, "rows": rows, "errors": errors}, PROGRESS_TTL)
+
+
+def get_progress(upload_id: int) -> dict[str, Any] | None:
+    return cache.get(progress_key(upload_id))
+
+
+# -- processing ----------------------------------------------------------------------------------
+
+
+def process_upload(upload_id: int, handler: Handler) -> Upload:
+    """Validate and apply one upload, all or nothing (X3). Safe to run twice: a finished upload stops."""
+    with transaction.atomic():
+        upload = Upload.objects.select_for_update().get(pk=upload_id)
+        if upload.state in (UploadState.APPLIED, UploadState.REJECTED):
+            return upload
+        upload.state = UploadState.VALIDATING
+        upload.started_at = timezone.now()
+        upload.save(update_fields=["state", "started_at"])
+    set_progress(upload.pk, "reading")
+
+    if same := _same_as_latest_applied(upload):
+        return _finish_same(upload, same)
+    try:
+        with transaction.atomic():
+            return _stage_check_apply(upload, handler)
+    except RowsRejected as rejected:  # the file itself, its header, or a check that raised
+        return _reject(upload, rejected.failures)
+
+
+def _same_as_latest_applied(upload: Upload) -> Upload | None:
+    latest = (
+        Upload.objects.filter(
+            kind=upload.kind, organisation=upload.organisation_id, state=UploadState.APPLIED
+        )
+        .exclude(pk=upload.pk)
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    return latest if latest is not None and latest.sha256 == upload.sha256 else None
+
+
+@transaction.atomic
+def _finish_same(upload: Upload, same: Upload) -> Upload:
+    upload.state = UploadState.APPLIED
+    upload.row_count = same.row_count
+    upload.summary = {"same_as_upload": same.pk, "changed": 0}
+    upload.finished_at = timezone.now()
+    upload.save(update_fields=["state", "row_count", "summary", "finished_at"])
+    audit.record(
+        upload.user,
+        "upload.same_as_applied",
+        upload,
+        upload_id=upload.pk,
+        sha256=upload.sha256,
+        same_as_upload=same.pk,
+    )
+    set_progress(upload.pk, "applied", upload.row_count or 0)
+    return upload
+
+
+def _stage_check_apply(upload: Upload, handler: Handler) -> Upload:
+    layout = handler.layout
+    with connection.cursor() as cursor, upload.file.open("rb") as fileobj:
+        staging = Staging(layout=layout, cursor=cursor)
+        _create_tables(cursor, layout)
+        with read_rows(fileobj, columns=layout.columns, guid_columns=layout.guid_columns) as reader:
+            staging.row_count = _copy_rows(cursor, upload.pk, layout, reader)
+            _copy_failures(cursor, reader.failures)
+        set_progress(upload.pk, "checking", staging.row_count)
+        cursor.execute(f"ANALYZE {ROWS}")
+        _check_guids(staging)
+        handler.check(staging, upload)
+        errors = staging.failure_count()
+        if errors:
+            return _record_rejection(upload, cursor, staging.row_count, errors)
+        set_progress(upload.pk, "applying", staging.row_count)
+        summary = handler.apply(staging, upload)
+    upload.state = UploadState.APPLIED
+    upload.row_count = staging.row_count
+    upload.summary = summary
+    upload.finished_at = timezone.now()
+    upload.save(update_fields=["state", "row_count", "summary", "finished_at"])
+    audit.record(
+        upload.user,
+        f"upload.applied.{upload.kind}",
+        upload,
+        upload_id=upload.pk,
+        sha256=upload.sha256,
+        rows=staging.row_count,
+        **summary,
+    )
+    transaction.on_commit(lambda: set_progress(upload.pk, "applied", staging.row_count))
+    return upload
+
+
+def _create_tables(cursor, layout: Layout) -> None:
+    columns = ", ".join(f'"{name}" text' for name in layout.names)
+    hexes = "".join(f', "{name}_hex" varchar(16)' for name in layout.guid_columns)
+    cursor.execute(f"DROP TABLE IF EXISTS {ROWS}; DROP TABLE IF EXISTS {FAILURES}")
+    cursor.execute(f"CREATE TEMP TABLE {ROWS} (row_no integer NOT NULL, {columns}{hexes}) ON COMMIT DROP")
+    cursor.execute(
+        f"CREATE TEMP TABLE {FAILURES} (row_no integer, col text, value text, code text NOT NULL, message text) "
+        "ON COMMIT DROP"
+    )
+
+
+def _canonical(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_guid(value)
+    except GuidFormatError:
+        return None
+
+
+def _copy_rows(cursor, upload_id: int, layout: Layout, reader) -> int:
+    names = layout.names
+    guid_columns = layout.guid_columns
+    target = ", ".join(["row_no", *(f'"{n}"' for n in names), *(f'"{n}_hex"' for n in guid_columns)])
+    count = 0
+    with cursor.copy(f"COPY {ROWS} ({target}) FROM STDIN") as copy:
+        for row_no, row in reader:
+            copy.write_row([row_no, *(row[n] for n in names), *(_canonical(row[n]) for n in guid_columns)])
+            count += 1
+            if count % PROGRESS_EVERY == 0:
+                set_progress(upload_id, "reading", count, reader.failure_count)
+    return count
+
+
+def _copy_failures(cursor, failures: list[Failure]) -> None:
+    if not failures:
+        return
+    with cursor.copy(f"COPY {FAILURES} (row_no, col, value, code, message) FROM STDIN") as copy:
+        for f in failures:
+            copy.write_row([f.row, f.column, f.value, f.code, f.message])
+
+
+def _check_guids(staging: Staging) -> None:
+    """guid_format and guid_duplicate (both rows named), for every GUID column."""
+    for name in staging.layout.guid_columns:
+        staging.fail(
+            f'SELECT row_no, %s, "{name}", %s, NULL FROM {ROWS} WHERE "{name}" IS NOT NULL AND "{name}_hex" IS NULL',
+            [name, "guid_format"],
+        )
+        staging.fail(
+            f"""SELECT r.row_no, %s, r."{name}", %s,
+                       format('This GUID appears more than once in the file, in rows %%s. Keep one row.', d.rows)
+                FROM {ROWS} r
+                JOIN (SELECT "{name}_hex" AS hex, string_agg(row_no::text, ', ' ORDER BY row_no) AS rows
+                      FROM {ROWS} WHERE "{name}_hex" IS NOT NULL GROUP BY 1 HAVING count(*) > 1) d
+                  ON d.hex = r."{name}_hex\"""",
+            [name, "guid_duplicate"],
+        )
+
+
+def check_guids_visible(staging: Staging, org: Organisation, column: str = "guid") -> int:
+    """Refuse GUIDs the uploader may not see, with the code its kind gets (P3).
+
+    A Supplier gets `guid_not_yours` for unknown hubs and other Suppliers' hubs alike, a CSP
+    `guid_not_in_region` for unknown hubs and other regions' alike; only DCC is told `guid_unknown`.
+    """
+    if org.kind == OrgKind.SUPPLIER:
+        code, visible = "guid_not_yours", "(h.import_supplier_id = %s OR h.gas_supplier_id = %s)"
+        params = [org.pk, org.pk]
+    elif org.kind == OrgKind.CSP:
+        code, visible, params = "guid_not_in_region", "h.region = %s", [org.region]
+    else:
+        code, visible, params = "guid_unknown", "true", []
+    return staging.fail(
+        f"""SELECT r.row_no, %s, r."{column}", %s, NULL FROM {ROWS} r
+            WHERE r."{column}_hex" IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM rollouts_hub h WHERE h.guid = r."{column}_hex" AND {visible})""",
+        [column, code, *params],
+    )
+
+
+def _record_rejection(upload: Upload, cursor, rows: int, errors: int) -> Upload:
+    cursor.execute(
+        f"""INSERT INTO {UploadError._meta.db_table} (upload_id, "row", "column", value, code, message)
+            SELECT %s, row_no, coalesce(col, ''), coalesce(value, ''), code,
+                   coalesce(message, %s::jsonb ->> code, code)
+            FROM {FAILURES} ORDER BY row_no NULLS FIRST, col""",
+        [upload.pk, json.dumps(CODES)],
+    )
+    upload.state = UploadState.REJECTED
+    upload.row_count = rows
+    upload.error_count = errors
+    upload.finished_at = timezone.now()
+    upload.save(update_fields=["state", "row_count", "error_count", "finished_at"])
+    audit.record(
+        upload.user,
+        "upload.rejected",
+        upload,
+        upload_id=upload.pk,
+        sha256=upload.sha256,
+        rows=rows,
+        errors=errors,
+        codes=_codes_of(upload),
+    )
+    transaction.on_commit(lambda: set_progress(upload.pk, "rejected", rows, errors))
+    return upload
+
+
+def _codes_of(upload: Upload) -> dict[str, int]:
+    from django.db.models import Count
+
+    return dict(upload.errors.values_list("code").annotate(n=Count("id")).values_list("code", "n"))
+
+
+@transaction.atomic
+def _reject(upload: Upload, failures: list[Failure]) -> Upload:
+    """A file refused before its rows could be checked: keep the upload, its errors and one event."""
+    UploadError.objects.bulk_create(
+        UploadError(upload=upload, row=f.row, column=f.column, value=f.value, code=f.code, message=f.message)
+        for f in failures
+    )
+    upload.state = UploadState.REJECTED
+    upload.error_count = len(failures)
+    upload.finished_at = timezone.now()
+    upload.save(update_fields=["state", "error_count", "finished_at"])
+    audit.record(
+        upload.user,
+        "upload.rejected",
+        upload,
+        upload_id=upload.pk,
+        sha256=upload.sha256,
+        errors=len(failures),
+        codes=_codes_of(upload),
+    )
+    transaction.on_commit(lambda: set_progress(upload.pk, "rejected", 0, len(failures)))
+    return upload
+
+
+def failures_of(upload: Upload, limit: int | None = None) -> list[Failure]:
+    errors = upload.errors.order_by("row", "id")
+    if limit is not None:
+        errors = errors[:limit]
+    return [Failure(e.row, e.column, e.value, e.code, e.message) for e in errors]
+
+
+def raise_if_rejected(upload: Upload) -> Upload:
+    """For services: a rejected upload becomes RowsRejected with every failure (X3)."""
+    if upload.state == UploadState.REJECTED:
+        raise RowsRejected(failures_of(upload))
+    return upload
