@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from chfw_portal import team
+from chfw_portal import team, uploads
 
 from .access import supplier_required
 from .views import dashboard
@@ -17,5 +17,10 @@ urlpatterns = [
         "organisation/users/<int:user_id>/deactivate/",
         supplier_required(team.team_deactivate),
         name="team-deactivate",
+    ),
+    path("uploads/<int:upload_id>/", supplier_required(uploads.upload_detail), name="upload-detail"),
+    path("uploads/<int:upload_id>/file/", supplier_required(uploads.upload_file), name="upload-file"),
+    path(
+        "uploads/<int:upload_id>/errors.csv", supplier_required(uploads.upload_errors), name="upload-errors"
     ),
 ]

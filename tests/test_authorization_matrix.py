@@ -26,7 +26,15 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "ssi:team": SUPPLIER_ONLY,
     "ssi:team-invite": SUPPLIER_ONLY,
     "ssi:team-deactivate": SUPPLIER_ONLY,  # target: a member of the Supplier's own organisation
+    # target: an upload sent by the Supplier's own organisation
+    "ssi:upload-detail": SUPPLIER_ONLY,
+    "ssi:upload-file": SUPPLIER_ONLY,
+    "ssi:upload-errors": SUPPLIER_ONLY,
     "ssmi:dashboard": DCC_OR_CSP,
+    # target: an upload sent by the CSP; DCC sees every upload (PL3, X2)
+    "ssmi:upload-detail": DCC_OR_CSP,
+    "ssmi:upload-file": DCC_OR_CSP,
+    "ssmi:upload-errors": DCC_OR_CSP,
     "ssmi:team": DCC_OR_CSP,
     "ssmi:team-invite": DCC_OR_CSP,
     # target: a DCC member; a CSP admin gets the same 404 as for a user that does not exist (P3)
@@ -68,7 +76,23 @@ def people(dcc, csp_north, import_supplier, staff):
         "anon": None,
         "supplier_member": UserFactory(organisation=import_supplier.organisation),
         "dcc_member": UserFactory(organisation=dcc.organisation),
+        "supplier_upload": an_upload(import_supplier),
+        "csp_upload": an_upload(csp_north),
     }
+
+
+def an_upload(user):
+    from django.core.files.base import ContentFile
+
+    from rollouts.intake.pipeline import receive_upload
+    from rollouts.models import UploadKind
+
+    return receive_upload(
+        user=user,
+        organisation=user.organisation,
+        kind=UploadKind.VULNERABLE_FLAGS,
+        content=ContentFile(b"guid\n00DB123456789A01\n", name="flags.csv"),
+    )
 
 
 def url_for(name: str, people) -> str:
@@ -76,6 +100,10 @@ def url_for(name: str, people) -> str:
         return reverse(name, args=[people["supplier_member"].pk])
     if name == "ssmi:team-deactivate":
         return reverse(name, args=[people["dcc_member"].pk])
+    if name.startswith("ssi:upload-"):
+        return reverse(name, args=[people["supplier_upload"].pk])
+    if name.startswith("ssmi:upload-"):
+        return reverse(name, args=[people["csp_upload"].pk])
     return reverse(name)
 
 

@@ -213,10 +213,7 @@ def _stage_check_apply(upload: Upload, handler: Handler) -> Upload:
         upload.user,
         f"upload.applied.{upload.kind}",
         upload,
-        upload_id=upload.pk,
-        sha256=upload.sha256,
-        rows=staging.row_count,
-        **summary,
+        **{**summary, "upload_id": upload.pk, "sha256": upload.sha256, "rows": staging.row_count},
     )
     transaction.on_commit(lambda: set_progress(upload.pk, "applied", staging.row_count))
     return upload
