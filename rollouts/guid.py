@@ -34,7 +34,9 @@ class GuidFormatError(ValueError):
 
     def __init__(self, value: object) -> None:
         self.value = value
-        super().__init__(f"{value!r} is not a GUID: expected 16 hexadecimal digits, e.g. 00-DB-12-34-56-78-9A-BC")
+        super().__init__(
+            f"{value!r} is not a GUID: expected 16 hexadecimal digits, e.g. 00-DB-12-34-56-78-9A-BC"
+        )
 
 
 def parse_guid(text: str) -> str:
@@ -104,7 +106,8 @@ class GuidField(models.CharField):
             ) from None
 
     def get_prep_value(self, value: Any) -> Any:
-        value = models.Field.get_prep_value(self, value)  # not CharField's: its to_python raises ValidationError
+        # Field's, not CharField's: CharField.get_prep_value calls to_python, which raises ValidationError.
+        value = models.Field.get_prep_value(self, value)
         if value is None or value == "":
             return value
         # Like IntegerField with "abc": a value that cannot be a GUID is a programming error here;

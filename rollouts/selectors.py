@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Count, QuerySet
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 from django.shortcuts import get_object_or_404
 
-from .models import Organisation, OrgKind, Upload, UploadError, User
+from .models import Organisation, OrgKind, Rollout, RolloutCounter, RolloutHub, Upload, UploadError, User
 
 
 def users_of(org: Organisation) -> QuerySet[User]:
@@ -47,3 +59,60 @@ def error_summary_of(upload: Upload, limit: int = 100) -> ErrorSummary:
     )
     first = list(upload.errors.order_by("row", "id")[:limit])
     return ErrorSummary(total=sum(n for _, n in by_code), by_code=by_code, first=first)
+
+
+def rollouts_for(org: Organisation) -> QuerySet[Rollout]:
+    """DCC sees every rollout; a CSP or Supplier only published rollouts touching its hubs (P3)."""
+    rollouts = Rollout.objects.select_related("device_model", "target_version")
+    if org.kind == OrgKind.DCC:
+        return rollouts
+    touching = RolloutCounter.objects.filter(rollout=OuterRef("pk"), organisation=org, hubs__gt=0)
+    return rollouts.filter(Exists(touching))
+
+
+def get_rollout_for(org: Organisation, pk: int) -> Rollout:
+    return get_object_or_404(rollouts_for(org), pk=pk)
+
+
+def rollout_hubs_for(org: Organisation, rollout: Rollout) -> QuerySet[dict]:
+    """The rollout's hubs this organisation may see, as rows with `role` and `split` (P3, P4).
+
+    A Supplier's rows say whether it is Import, Gas or both, and whether the hub has a second
+    Supplier; the partner's identity is never selected.
+    """
+    rows = RolloutHub.objects.filter(rollout=rollout)
+    if org.kind == OrgKind.CSP:
+        rows = rows.filter(region=org.region)
+    elif org.kind == OrgKind.SUPPLIER:
+        rows = rows.filter(Q(import_supplier=org) | Q(gas_supplier=org))
+    split = Q(import_supplier__isnull=False, gas_supplier__isnull=False) & ~Q(
+        import_supplier=F("gas_supplier")
+    )
+    is_import = Q(import_supplier=org) if org.kind == OrgKind.SUPPLIER else Q(import_supplier__isnull=False)
+    is_gas = Q(gas_supplier=org) if org.kind == OrgKind.SUPPLIER else Q(gas_supplier__isnull=False)
+    rows = rows.annotate(
+        guid=F("hub__guid"),
+        split=ExpressionWrapper(split, output_field=BooleanField()),
+        role=Case(
+            When(is_import & is_gas, then=Value("import+gas")),
+            When(is_import, then=Value("import")),
+            When(is_gas, then=Value("gas")),
+            default=Value(""),
+        ),
+    )
+    # Plain rows with named fields: the Suppliers' ids never leave the selector (P4).
+    return rows.order_by("hub__guid").values(*HUB_ROW_FIELDS)
+
+
+HUB_ROW_FIELDS = (
+    "guid",
+    "region",
+    "group",
+    "status",
+    "status_at",
+    "planned_activation_at",
+    "activation_source",
+    "failure_reason",
+    "role",
+    "split",
+)

@@ -20,3 +20,10 @@ def send_invitation(user_id: int, invited_by_id: int | None) -> None:
 def ping() -> dict:
     """Which process ran this: /healthz-style proof that a worker is consuming the queue."""
     return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def email_notices(notice_ids: list[int]) -> int:
+    from rollouts.services.notifications import email_notices
+
+    return email_notices(notice_ids)

@@ -46,7 +46,7 @@ CODES: dict[str, str] = {
         "it again as Excel Workbook (.xlsx), or save it as CSV UTF-8."
     ),
     "file_nul_byte": (
-        'The file contains a NUL character, which a text file never has: it is probably not a CSV file. '
+        "The file contains a NUL character, which a text file never has: it is probably not a CSV file. "
         'Save it from your spreadsheet program as "CSV UTF-8 (Comma delimited)".'
     ),
     # Columns and cells
