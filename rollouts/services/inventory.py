@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from ..intake.pipeline import ROWS, Layout, Staging, process_upload, receive_upload
 from ..models import Organisation, OrgKind, Upload, UploadKind, User
+from .membership import reconcile_live_rollouts
 
 INVENTORY = Layout(
     kind=UploadKind.INVENTORY,
@@ -195,7 +196,9 @@ class InventoryHandler:
             params,
         )
         new, updated, supplier, model, version, left, returned = cursor.fetchone()
+        reached = reconcile_live_rollouts(upload.pk)  # B3, E6: in the same transaction
         return {
+            **reached,
             "mode": self.mode,
             "as_of": self.as_of.isoformat(),
             "new": new,

@@ -172,6 +172,10 @@ def test_a_delta_reports_supplier_and_version_changes_with_the_old_values(smi):
         "version_changed": 1,
         "left": 0,
         "returned": 0,
+        "rollouts_touched": 0,  # no live rollout holds these hubs
+        "joined_rollouts": 0,
+        "left_rollouts": 0,
+        "supplier_changed_in_rollouts": 0,
     }
     change = InventoryChange.objects.get(upload=upload)
     assert change.hub == hub(A) and change.supplier_changed and change.version_changed

@@ -1,0 +1,98 @@
+"""Inventory changes reach live rollouts (B3, E6), and counters follow (U1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rollouts.models import RolloutCounter, RolloutHub
+from rollouts.services import counters
+from rollouts.services.inventory import load_inventory
+
+from .conftest import inventory
+from .test_lifecycle import publish
+
+
+@pytest.fixture
+def live(draft, dcc, dcc_2):
+    return publish(draft, dcc, dcc_2)
+
+
+def row(rollout, guid):
+    return RolloutHub.objects.filter(rollout=rollout, hub__guid=guid).first()
+
+
+@pytest.mark.req("B3")
+def test_a_new_hub_on_a_replaced_version_joins_the_safe_launch_group(live, import_supplier):
+    slug = import_supplier.organisation.slug
+    upload = load_inventory(
+        user=None,
+        content=inventory(
+            f"00DB000000000007,010A030B,0002012F,north,{slug},,",  # new, on v1: eligible
+            f"00DB000000000008,010A030B,00020131,north,{slug},,",  # new, on v3: not replaced
+        ),
+    )
+    joined = row(live, "00DB000000000007")
+    assert (joined.group, joined.status, joined.planned_activation_at) == (
+        "safe_launch",
+        "pending",
+        live.auto_deploy_at,
+    )
+    assert row(live, "00DB000000000008") is None
+    assert upload.summary["joined_rollouts"] == 1
+    assert counters.counter_mismatches([live.pk]) == []
+    assert RolloutCounter.objects.get(rollout=live, organisation=import_supplier.organisation).hubs == 3
+
+
+@pytest.mark.req("B3")
+def test_a_hub_that_leaves_or_changes_model_gets_left_and_is_never_deleted(
+    live, import_supplier, gas_supplier, other_supplier
+):
+    volt, gasco, oscar = (u.organisation.slug for u in (import_supplier, gas_supplier, other_supplier))
+    upload = load_inventory(
+        user=None,
+        mode="full",
+        content=inventory(
+            f"00DB000000000001,010A030B,0002012F,north,{volt},{gasco},",
+            f"00DB000000000002,020B0001,00010001,north,{volt},{volt},",  # swapped for another model
+            f"00DB000000000004,010A030B,0002012F,south,{oscar},,",
+            f"00DB000000000005,010A030B,00020130,north,{volt},,",
+            f"00DB000000000006,020B0001,00010001,north,{volt},,",
+        ),
+    )  # 03 is absent: it left the SMI
+    assert row(live, "00DB000000000002").status == "left"
+    assert row(live, "00DB000000000003").status == "left"
+    assert row(live, "00DB000000000001").status == "pending"
+    assert upload.summary["left_rollouts"] == 2
+    assert RolloutHub.objects.filter(rollout=live).count() == 4
+    assert counters.counter_mismatches([live.pk]) == []
+
+
+@pytest.mark.req("E6")
+@pytest.mark.req("P4")
+def test_a_supplier_change_moves_the_hub_and_marks_it_for_e6(
+    live, import_supplier, gas_supplier, other_supplier
+):
+    volt, gasco, oscar = (u.organisation.slug for u in (import_supplier, gas_supplier, other_supplier))
+    load_inventory(user=None, content=inventory(f"00DB000000000001,010A030B,0002012F,north,{oscar},{gasco},"))
+    moved = row(live, "00DB000000000001")
+    assert moved.import_supplier == other_supplier.organisation and moved.supplier_changed
+    assert not row(live, "00DB000000000002").supplier_changed
+    by_org = {
+        c.organisation.name: c.hubs for c in RolloutCounter.objects.filter(rollout=live, status="pending")
+    }
+    assert by_org["Volt Energy"] == 1 and by_org["Other Power"] == 2
+    assert counters.counter_mismatches([live.pk]) == []
+
+
+@pytest.mark.req("B3")
+def test_a_hub_that_returns_rejoins_as_pending(live, import_supplier, gas_supplier, other_supplier):
+    volt, gasco = import_supplier.organisation.slug, gas_supplier.organisation.slug
+    rows = [
+        f"00DB00000000000{n},010A030B,0002012F,{'north' if n < 3 else 'south'},{volt},{gasco},"
+        for n in (1, 2, 3, 4)
+    ]
+    load_inventory(user=None, mode="full", content=inventory(*rows[:3], name="a.csv"))  # 04 leaves
+    assert row(live, "00DB000000000004").status == "left"
+    load_inventory(user=None, content=inventory(*rows, name="b.csv"))  # 04 is back
+    assert row(live, "00DB000000000004").status == "pending"
+    assert counters.counter_mismatches([live.pk]) == []
