@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chfw_portal.settings")
 
@@ -12,5 +13,14 @@ app = Celery("chfw_portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-# Periodic jobs live here, one place (later issues add deadlines and automatic moves).
-app.conf.beat_schedule = {}
+# Periodic jobs live here, in one place. They act as the System actor.
+app.conf.beat_schedule = {
+    "lapse-stale-proposals": {  # hourly, at minute 5
+        "task": "rollouts.tasks.lapse_stale_proposals",
+        "schedule": crontab(minute=5),
+    },
+    "deadline-reminders": {  # daily at 06:00 UK time (CELERY_TIMEZONE)
+        "task": "rollouts.tasks.send_deadline_reminders",
+        "schedule": crontab(hour=6, minute=0),
+    },
+}

@@ -67,6 +67,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG or
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 PORTAL_REQUIRE_MFA = env_bool("PORTAL_REQUIRE_MFA", not DEBUG)
+PORTAL_PROPOSAL_MAX_AGE_DAYS = env_int("PORTAL_PROPOSAL_MAX_AGE_DAYS", 14)  # B4: undecided proposals lapse
 
 TIME_ZONE = "Europe/London"  # dates shown in UK time; stored in UTC
 USE_TZ = True

@@ -27,3 +27,17 @@ def email_notices(notice_ids: list[int]) -> int:
     from rollouts.services.notifications import email_notices
 
     return email_notices(notice_ids)
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
+def lapse_stale_proposals() -> int:
+    from rollouts.services.schedule import lapse_stale_proposals
+
+    return lapse_stale_proposals()
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
+def send_deadline_reminders() -> int:
+    from rollouts.services.schedule import send_deadline_reminders
+
+    return send_deadline_reminders()
