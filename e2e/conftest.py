@@ -47,7 +47,7 @@ def demo(db, settings):
     from django.core.management import call_command
 
     settings.PORTAL_REQUIRE_MFA = False
-    call_command("seed_demo", force=True, verbosity=0)
+    call_command("seed_demo", force=True, hubs=0, verbosity=0)
 
 
 def assert_accessible(page) -> None:

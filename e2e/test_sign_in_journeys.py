@@ -59,7 +59,7 @@ SEEDED_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 def test_dcc_user_signs_in_with_a_totp_code_when_mfa_is_required(page, live_server, db, settings):
     from django.core.management import call_command
 
-    call_command("seed_demo", force=True, totp_secret=SEEDED_SECRET, verbosity=0)
+    call_command("seed_demo", force=True, hubs=0, totp_secret=SEEDED_SECRET, verbosity=0)
     settings.PORTAL_REQUIRE_MFA = True
     sign_in(page, live_server, "dcc@demo.chfw")
     expect(page).to_have_url(re.compile(r"/accounts/2fa/authenticate/"))

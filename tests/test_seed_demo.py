@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db.models import F
 
-from rollouts.models import Organisation, OrgKind, Role, User
+from rollouts.models import AuditEvent, Hub, Organisation, OrgKind, Proposal, Role, Rollout, User
+from rollouts.services.counters import counter_mismatches
 
 # From the issue: the demo organisations and their sign-ins.
 DEMO_USERS = {
@@ -21,8 +23,8 @@ DEMO_USERS = {
 
 def test_seed_demo_creates_every_demo_sign_in_and_is_idempotent(db, settings):
     settings.DEBUG = True
-    call_command("seed_demo", password="a-demo-password")
-    call_command("seed_demo", password="a-demo-password")
+    call_command("seed_demo", password="a-demo-password", hubs=0)
+    call_command("seed_demo", password="a-demo-password", hubs=0)
     assert Organisation.objects.count() == 8
     assert User.objects.count() == len(DEMO_USERS)
     for email, (org_name, kind, region) in DEMO_USERS.items():
@@ -38,7 +40,43 @@ def test_seed_demo_creates_every_demo_sign_in_and_is_idempotent(db, settings):
 def test_seed_demo_refuses_to_run_with_debug_off(db, settings):
     settings.DEBUG = False
     with pytest.raises(CommandError, match="refuses to run with DEBUG off"):
-        call_command("seed_demo")
+        call_command("seed_demo", hubs=0)
     assert not User.objects.exists()
-    call_command("seed_demo", force=True)
+    call_command("seed_demo", force=True, hubs=0)
     assert User.objects.filter(email="dcc@demo.chfw").exists()
+
+
+@pytest.mark.req("L1")
+@pytest.mark.req("L9")
+@pytest.mark.req("U1")
+def test_seed_demo_reaches_lifecycle_states_through_real_moves(db, settings):
+    settings.DEBUG = True
+    call_command("seed_demo", hubs=600)
+    call_command("seed_demo", hubs=600)  # idempotent
+    states = sorted((r.stage, r.status) for r in Rollout.objects.all())
+    assert states == sorted(
+        [
+            ("CLOSURE", "SUPERSEDED"),
+            ("NOTIFICATION", "ACTIVE"),
+            ("SAFE_LAUNCH", "ACTIVE"),
+            ("NOTIFICATION", "REVOKED"),
+            ("NOTIFICATION", "DRAFT"),
+        ]
+    )
+    assert Hub.objects.count() == 600
+    assert Proposal.objects.filter(state="pending", move="publish").count() == 1
+    moves = set(AuditEvent.objects.filter(action__startswith="rollout.").values_list("action", flat=True))
+    assert {
+        "rollout.publish",
+        "rollout.supersede",
+        "rollout.revoke",
+        "rollout.start_safe_launch_without_pilot",
+    } <= moves
+    assert counter_mismatches() == []
+    split = (
+        Hub.objects.exclude(import_supplier=None)
+        .exclude(gas_supplier=None)
+        .exclude(import_supplier=F("gas_supplier"))
+        .count()
+    )
+    assert 30 <= split <= 90  # about 10% split hubs

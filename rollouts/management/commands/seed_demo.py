@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils.text import slugify
 
-from rollouts.models import OrgKind, Region, Role
+from rollouts.demo import seed_estate
+from rollouts.models import OrgKind, Region, Role, User
 from rollouts.services.parties import create_organisation, ensure_user
 
 ORGANISATIONS = [
@@ -35,12 +36,18 @@ class Command(BaseCommand):
         parser.add_argument("--password", default=DEFAULT_PASSWORD, help="Password for every demo user.")
         parser.add_argument("--force", action="store_true", help="Run even with DEBUG off.")
         parser.add_argument(
+            "--hubs",
+            type=int,
+            default=20_000,
+            help="Hubs in the demo inventory (0: organisations and users only).",
+        )
+        parser.add_argument(
             "--totp-secret",
             default="",
             help="Base32 secret: give DCC and CSP demo users this authenticator (for MFA demos).",
         )
 
-    def handle(self, *args, password: str, force: bool, totp_secret: str, **options) -> None:
+    def handle(self, *args, password: str, force: bool, totp_secret: str, hubs: int, **options) -> None:
         if not settings.DEBUG and not force:
             raise CommandError(
                 "seed_demo creates users with a known password: it refuses to run with DEBUG off. "
@@ -68,6 +75,13 @@ class Command(BaseCommand):
                         and not Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
                     ):
                         TOTP.activate(user, totp_secret)
+        if hubs:
+            dcc_users = [
+                User.objects.get(email=f"dcc@{DEMO_DOMAIN}"),
+                User.objects.get(email=f"dcc-2@{DEMO_DOMAIN}"),
+            ]
+            for line in seed_estate(hubs, dcc_users):
+                self.stdout.write(f"  {line}")
         self.stdout.write(self.style.SUCCESS(f"Demo data ready ({created} users created)."))
         self.stdout.write(f"Demo sign-ins (password: {password}):")
         for name, kind, _region in ORGANISATIONS:
