@@ -19,7 +19,18 @@ from django.db.models import (
 )
 from django.shortcuts import get_object_or_404
 
-from .models import Organisation, OrgKind, Rollout, RolloutCounter, RolloutHub, Upload, UploadError, User
+from .models import (
+    Notice,
+    NoticeRead,
+    Organisation,
+    OrgKind,
+    Rollout,
+    RolloutCounter,
+    RolloutHub,
+    Upload,
+    UploadError,
+    User,
+)
 
 
 def users_of(org: Organisation) -> QuerySet[User]:
@@ -116,3 +127,14 @@ HUB_ROW_FIELDS = (
     "role",
     "split",
 )
+
+
+def notices_for(user: User) -> QuerySet[Notice]:
+    """The notices of the user's organisation, newest first, each with `is_read` for this user (U1)."""
+    read = NoticeRead.objects.filter(notice=OuterRef("pk"), user=user)
+    return (
+        Notice.objects.filter(organisation_id=user.organisation_id)
+        .select_related("rollout")
+        .annotate(is_read=Exists(read))
+        .order_by("-created_at", "-id")
+    )

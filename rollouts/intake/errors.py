@@ -95,6 +95,11 @@ CODES: dict[str, str] = {
     "status_invalid": "The hub's current status does not allow this change.",
     "reason_missing": "A reason is required when the status is failed.",
     "version_missing": "A firmware version is required when the status is activated.",
+    # Inventory (DCC/staff command line only)
+    "too_many_removals": (
+        "This full inventory load would mark more hubs as left the SMI than the limit allows. Check that "
+        "the file is the whole inventory; if it is, load it again with --force or a higher --max-removals."
+    ),
     # Processing
     "processing_failed": (
         "Processing this file failed repeatedly. The file changed nothing; please send it again."

@@ -68,6 +68,8 @@ def create_rollout(
     contribution_threshold: int = 0,
     pilot_start: dt.datetime | None = None,
     pilot_end: dt.datetime | None = None,
+    auto_deploy_at: dt.datetime | None = None,
+    auto_deploy_reason: str = "",
     **due_dates: dt.datetime | None,
 ) -> Rollout:
     """N1: DCC initiates a rollout (a draft until `publish` is approved)."""
@@ -88,9 +90,15 @@ def create_rollout(
         errors["target_version"] = "This firmware version has been withdrawn from the CPL."
     if pilot_start and pilot_end and pilot_end > pilot_start + relativedelta(months=6):
         errors["pilot_end"] = "The pilot lasts at most 6 months (T4)."
+    if auto_deploy_at and not auto_deploy_reason.strip():
+        errors["auto_deploy_reason"] = (
+            "Give the reason for another automatic deployment time: Suppliers see it (T1)."
+        )
     if errors:
         raise ValidationError(errors)
     rollout = Rollout(
+        auto_deploy_at=auto_deploy_at,
+        auto_deploy_override_reason=auto_deploy_reason.strip() if auto_deploy_at else "",
         reference=_next_reference(),
         title=title,
         device_model=model,

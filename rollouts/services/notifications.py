@@ -73,3 +73,17 @@ def email_notices(notice_ids: list[int]) -> int:
                 )
                 sent += 1
     return sent
+
+
+@transaction.atomic
+def mark_notices_read(*, user: User, notice_ids: list[int]) -> int:
+    """Read state is per user; a user marks only its own organisation's notices (P3)."""
+    from ..models import NoticeRead
+
+    mine = Notice.objects.filter(pk__in=notice_ids, organisation_id=user.organisation_id).values_list(
+        "pk", flat=True
+    )
+    created = NoticeRead.objects.bulk_create(
+        [NoticeRead(notice_id=pk, user=user) for pk in mine], ignore_conflicts=True
+    )
+    return len(created)

@@ -57,8 +57,9 @@ def draft(estate, dcc):
     return new_draft(dcc, estate["v2"], [estate["v1"]])
 
 
-def new_draft(user, target, replaced, impact: str = "functional"):
+def new_draft(user, target, replaced, impact: str = "functional", **extra):
     return create_rollout(
+        **extra,
         user=user,
         title=f"CH1 firmware {target.version}",
         target_version=target,

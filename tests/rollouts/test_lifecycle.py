@@ -302,3 +302,43 @@ def test_a_withdrawn_firmware_blocks_safe_launch_and_asks_dcc_to_stop_or_superse
     rollout.refresh_from_db()
     assert dcc_outstanding(rollout) == ["Stop or supersede: the target firmware was withdrawn."]
     assert Notice.objects.filter(rollout=rollout, kind="firmware.withdrawn").exists()
+
+
+@pytest.mark.req("T1")
+def test_dcc_may_set_another_automatic_time_only_with_a_reason_suppliers_see(
+    estate, dcc, dcc_2, import_supplier
+):
+    chosen = dt.datetime(2027, 3, 1, 0, 0, tzinfo=UK)
+    with pytest.raises(ValidationError, match="Give the reason"):
+        new_draft(dcc, estate["v2"], [estate["v1"]], auto_deploy_at=chosen)
+    rollout = publish(
+        new_draft(
+            dcc,
+            estate["v2"],
+            [estate["v1"]],
+            auto_deploy_at=chosen,
+            auto_deploy_reason="Aligned with the spring maintenance window",
+        ),
+        dcc,
+        dcc_2,
+    )
+    assert rollout.auto_deploy_at == chosen
+    seen = selectors.get_rollout_for(import_supplier.organisation, rollout.pk)
+    assert seen.auto_deploy_override_reason == "Aligned with the spring maintenance window"
+
+
+@pytest.mark.req("U1")
+@pytest.mark.req("P3")
+def test_notices_have_read_state_per_user_and_only_for_the_own_organisation(
+    draft, dcc, dcc_2, import_supplier, import_supplier_member, other_supplier
+):
+    from rollouts.services.notifications import mark_notices_read
+
+    publish(draft, dcc, dcc_2)
+    mine = list(selectors.notices_for(import_supplier))
+    assert [n.kind for n in mine] == ["rollout.published"] and not mine[0].is_read
+    theirs = selectors.notices_for(other_supplier).get()
+    assert mark_notices_read(user=import_supplier, notice_ids=[mine[0].pk, theirs.pk]) == 1
+    assert selectors.notices_for(import_supplier).get().is_read
+    assert not selectors.notices_for(import_supplier_member).get().is_read  # per user
+    assert not selectors.notices_for(other_supplier).get().is_read
