@@ -4,6 +4,20 @@ from .audit import Actor, AuditEvent
 from .files import Upload, UploadError, UploadKind, UploadState
 from .inventory import DeviceModel, FirmwareVersion, Hub, HubStatus, InventoryChange
 from .parties import Organisation, OrgKind, Region, Role, User
+from .piloting import (
+    Batch,
+    ConstraintKind,
+    HubInstruction,
+    Instruction,
+    InstructionKind,
+    PilotAction,
+    PilotAmendment,
+    PilotReason,
+    RequestState,
+    ScheduleRequest,
+    SchedulingConstraint,
+    VulnerableFlag,
+)
 from .rollouts import (
     TERMINAL,
     ActivationSource,
@@ -25,6 +39,18 @@ from .rollouts import (
 )
 
 __all__ = [
+    "Batch",
+    "ConstraintKind",
+    "HubInstruction",
+    "Instruction",
+    "InstructionKind",
+    "PilotAction",
+    "PilotAmendment",
+    "PilotReason",
+    "RequestState",
+    "ScheduleRequest",
+    "SchedulingConstraint",
+    "VulnerableFlag",
     "TERMINAL",
     "ActivationSource",
     "DeploymentStatus",

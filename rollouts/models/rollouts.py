@@ -249,6 +249,15 @@ class RolloutHub(models.Model):
         max_length=12, choices=ActivationSource.choices, default=ActivationSource.AUTOMATIC
     )
     supplier_changed = models.BooleanField(default=False)  # E6: marked on inventory change, completed later
+    batch = models.ForeignKey(
+        "rollouts.Batch", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    in_default_pilot = models.BooleanField(
+        default=False, db_default=False
+    )  # PL1: on its CSP's Default Pilot List
+    pilot_reason = models.CharField(
+        max_length=20, blank=True, db_default=""
+    )  # PilotReason when group is pilot
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["rollout", "hub"], name="rollout_hub_once")]
@@ -256,6 +265,7 @@ class RolloutHub(models.Model):
             models.Index(fields=["rollout", "import_supplier"], name="rollouthub_import"),
             models.Index(fields=["rollout", "gas_supplier"], name="rollouthub_gas"),
             models.Index(fields=["hub"], name="rollouthub_hub"),
+            models.Index(fields=["batch"], name="rollouthub_batch", condition=Q(batch__isnull=False)),
         ]
 
     def __str__(self) -> str:

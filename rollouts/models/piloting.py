@@ -1,0 +1,184 @@
+"""Piloting, safe launch batches, scheduling constraints and Supplier instructions (PL, SL, E, T5)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .rollouts import Group
+
+
+class Batch(models.Model):
+    """A CSP's batch of hubs with one distribution window (A03 pilot, A08 safe launch); DCC may hold it (SL3)."""
+
+    rollout = models.ForeignKey("rollouts.Rollout", on_delete=models.PROTECT, related_name="batches")
+    region = models.CharField(max_length=10)
+    group = models.CharField(max_length=12, choices=Group.choices)
+    name = models.CharField(max_length=100)
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    held = models.BooleanField(default=False)
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )  # B2
+    upload = models.ForeignKey(
+        "rollouts.Upload", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["rollout", "group", "region", "window_start", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["rollout", "region", "group", "name"], name="batch_name_unique"),
+            models.CheckConstraint(
+                condition=Q(window_end__gt=models.F("window_start")), name="batch_window_ordered"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_group_display().lower()}, {self.region})"
+
+
+class PilotReason(models.TextChoices):
+    """Why a hub is in the effective pilot group (FILE_FORMATS: Effective pilot group `why`)."""
+
+    DEFAULT = "default", "Default pilot list"
+    ADDED = "added", "Added by every Supplier"
+    FRIENDLY = "friendly", "Friendly customer (DCC)"
+    PRODUCTION_PROVING = "production_proving", "Production proving (DCC)"
+    SELECTED_ON_BEHALF = "selected_on_behalf", "Selected for a Supplier's shortfall"
+
+
+class PilotAction(models.TextChoices):
+    ADD = "add", "Add"
+    REMOVE = "remove", "Remove"
+
+
+class PilotAmendment(models.Model):
+    """PL4, PL6: one Supplier's add or remove of one hub. A removal is a standing veto."""
+
+    rollout = models.ForeignKey("rollouts.Rollout", on_delete=models.PROTECT, related_name="+")
+    hub = models.ForeignKey("rollouts.Hub", on_delete=models.PROTECT, related_name="+")
+    supplier = models.ForeignKey("rollouts.Organisation", on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=6, choices=PilotAction.choices)
+    upload = models.ForeignKey(
+        "rollouts.Upload", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rollout", "hub", "supplier"], name="amendment_once")]
+
+    def __str__(self) -> str:
+        return f"{self.supplier_id} {self.action} {self.hub_id}"
+
+
+class VulnerableFlag(models.Model):
+    """A Supplier's own flag on a premises (PL4): visible only to that Supplier and DCC."""
+
+    hub = models.ForeignKey("rollouts.Hub", on_delete=models.PROTECT, related_name="+")
+    supplier = models.ForeignKey("rollouts.Organisation", on_delete=models.PROTECT, related_name="+")
+    vulnerable = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hub", "supplier"], name="vulnerable_flag_once")]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id}/{self.supplier_id}: {self.vulnerable}"
+
+
+class ConstraintKind(models.TextChoices):
+    BLACKOUT_DATES = "blackout_dates", "Blackout dates"
+    TIME_BAND = "time_band", "Time-of-day band"
+    WITHIN_BATCH = "within_batch", "Only within a given default batch"
+
+
+class SchedulingConstraint(models.Model):
+    """PL5: a constraint DCC declares valid for a rollout's preferred schedules."""
+
+    rollout = models.ForeignKey("rollouts.Rollout", on_delete=models.PROTECT, related_name="constraints")
+    kind = models.CharField(max_length=20, choices=ConstraintKind.choices)
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rollout", "kind"], name="constraint_kind_once")]
+
+    def __str__(self) -> str:
+        return self.get_kind_display()
+
+
+class RequestState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    REJECTED = "rejected", "Rejected"
+
+
+class ScheduleRequest(models.Model):
+    """A05: a Supplier asks for a declared constraint on a set of its pilot hubs; the CSP answers."""
+
+    rollout = models.ForeignKey("rollouts.Rollout", on_delete=models.PROTECT, related_name="+")
+    supplier = models.ForeignKey("rollouts.Organisation", on_delete=models.PROTECT, related_name="+")
+    region = models.CharField(max_length=10)  # the answering CSP's region
+    constraint = models.ForeignKey(SchedulingConstraint, on_delete=models.PROTECT, related_name="requests")
+    value = models.JSONField()  # typed by constraint kind: dates, a band, a batch name
+    hubs = models.ManyToManyField("rollouts.Hub", related_name="+")
+    state = models.CharField(max_length=10, choices=RequestState.choices, default=RequestState.PENDING)
+    answer_reason = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(default=timezone.now)
+    answered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.constraint} request {self.pk} ({self.state})"
+
+
+class InstructionKind(models.TextChoices):
+    FILE = "file", "File"
+    SELECTION = "selection", "Selection"
+    ALL_ELIGIBLE = "all_eligible", "All my eligible hubs"
+
+
+class Instruction(models.Model):
+    """E1-E5: a Supplier's instruction to activate some of its hubs earlier; the receipt (E5)."""
+
+    rollout = models.ForeignKey("rollouts.Rollout", on_delete=models.PROTECT, related_name="instructions")
+    supplier = models.ForeignKey("rollouts.Organisation", on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=14, choices=InstructionKind.choices)
+    default_deploy_at = models.DateTimeField(null=True, blank=True)
+    upload = models.ForeignKey(
+        "rollouts.Upload", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    hub_count = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Instruction {self.pk} ({self.hub_count} hubs)"
+
+
+class HubInstruction(models.Model):
+    """The standing instruction of one Supplier for one hub of one rollout (E1-E3). A new instruction
+    replaces it; a withdrawal, a stop (I3) or a Supplier change (E6) removes it."""
+
+    rollout = models.ForeignKey("rollouts.Rollout", on_delete=models.PROTECT, related_name="+")
+    hub = models.ForeignKey("rollouts.Hub", on_delete=models.PROTECT, related_name="+")
+    supplier = models.ForeignKey("rollouts.Organisation", on_delete=models.PROTECT, related_name="+")
+    instruction = models.ForeignKey(Instruction, on_delete=models.PROTECT, related_name="hubs")
+    deploy_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["rollout", "hub", "supplier"], name="hub_instruction_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.supplier_id} {self.hub_id} at {self.deploy_at}"

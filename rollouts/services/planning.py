@@ -1,0 +1,57 @@
+"""T5: the planned activation time of each hub, replanned set-based after every change.
+
+A pilot hub activates at the end of its pilot batch window; a safe launch hub at its instructed
+time (E3: every Supplier of the hub instructed; the later of their times) or, without one, at the
+automatic time; an earlier instruction wins over a pilot window; nothing is ever later than the
+automatic time. Only hubs not yet distributed are replanned.
+"""
+
+from __future__ import annotations
+
+from django.db import connection
+
+PLAN = """
+    SELECT rh.id,
+           r.auto_deploy_at AS automatic,
+           CASE WHEN rh."group" = 'pilot' THEN b.window_end END AS pilot_end,
+           CASE WHEN i.given = (CASE WHEN rh.import_supplier_id IS NOT NULL THEN 1 ELSE 0 END
+                                + CASE WHEN rh.gas_supplier_id IS NOT NULL
+                                        AND rh.gas_supplier_id IS DISTINCT FROM rh.import_supplier_id
+                                       THEN 1 ELSE 0 END)
+                THEN i.latest END AS instructed
+    FROM rollouts_rollouthub rh
+    JOIN rollouts_rollout r ON r.id = rh.rollout_id
+    LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
+    LEFT JOIN LATERAL (
+        SELECT count(DISTINCT hi.supplier_id) AS given, max(hi.deploy_at) AS latest
+        FROM rollouts_hubinstruction hi
+        WHERE hi.rollout_id = rh.rollout_id AND hi.hub_id = rh.hub_id
+          AND hi.supplier_id IN (rh.import_supplier_id, rh.gas_supplier_id)
+    ) i ON true
+    WHERE rh.rollout_id = %(rollout)s AND rh.status IN ('pending', 'scheduled') {only}
+"""
+
+
+def replan(rollout_id: int, *, hubs_table: str | None = None) -> int:
+    """Replan the rollout's hubs (or only those whose hub_id is in the temp table `hubs_table`).
+    Returns how many hubs' planned time or source changed (rows that did not change are not written)."""
+    only = f"AND rh.hub_id IN (SELECT hub_id FROM {hubs_table})" if hubs_table else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH plan AS ({PLAN.format(only=only)}),
+                 chosen AS (
+                    SELECT id,
+                           LEAST(automatic, pilot_end, instructed) AS at,
+                           CASE WHEN instructed IS NOT NULL AND instructed <= LEAST(automatic, pilot_end)
+                                     THEN 'instruction'
+                                WHEN pilot_end IS NOT NULL AND pilot_end < automatic THEN 'pilot_window'
+                                ELSE 'automatic' END AS source
+                    FROM plan)
+            UPDATE rollouts_rollouthub rh SET planned_activation_at = c.at, activation_source = c.source
+            FROM chosen c
+            WHERE rh.id = c.id
+              AND (rh.planned_activation_at IS DISTINCT FROM c.at OR rh.activation_source <> c.source)""",
+            {"rollout": rollout_id},
+        )
+        return cursor.rowcount
