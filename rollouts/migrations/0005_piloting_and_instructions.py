@@ -38,6 +38,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('action', models.CharField(choices=[('add', 'Add'), ('remove', 'Remove')], max_length=6)),
+                ('reason', models.CharField(blank=True, choices=[('default', 'Default pilot list'), ('added', 'Added by every Supplier'), ('friendly', 'Friendly customer (DCC)'), ('production_proving', 'Production proving (DCC)'), ('selected_on_behalf', "Selected for a Supplier's shortfall")], max_length=20)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
             ],
         ),

@@ -57,12 +57,19 @@ class PilotAction(models.TextChoices):
 
 
 class PilotAmendment(models.Model):
-    """PL4, PL6: one Supplier's add or remove of one hub. A removal is a standing veto."""
+    """PL4, PL6, PL7, PL8: one party's add or remove of one hub for a rollout's pilot.
+
+    A Supplier's removal is a standing veto; its addition counts when every Supplier of the hub
+    added it. `reason` is blank for a Supplier's own amendment; DCC's additions (supplier = the DCC
+    organisation) say `friendly` or `production_proving`; the System's shortfall selection for a
+    Supplier (PL7) says `selected_on_behalf`.
+    """
 
     rollout = models.ForeignKey("rollouts.Rollout", on_delete=models.PROTECT, related_name="+")
     hub = models.ForeignKey("rollouts.Hub", on_delete=models.PROTECT, related_name="+")
     supplier = models.ForeignKey("rollouts.Organisation", on_delete=models.PROTECT, related_name="+")
     action = models.CharField(max_length=6, choices=PilotAction.choices)
+    reason = models.CharField(max_length=20, choices=PilotReason.choices, blank=True)
     upload = models.ForeignKey(
         "rollouts.Upload", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
