@@ -17,16 +17,21 @@ from django.db.models import (
     Value,
     When,
 )
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from .models import (
+    Group,
     Notice,
     NoticeRead,
     Organisation,
     OrgKind,
+    Proposal,
+    ProposalState,
     Rollout,
     RolloutCounter,
     RolloutHub,
+    Status,
     Upload,
     UploadError,
     User,
@@ -138,3 +143,54 @@ def notices_for(user: User) -> QuerySet[Notice]:
         .annotate(is_read=Exists(read))
         .order_by("-created_at", "-id")
     )
+
+
+@dataclass(frozen=True)
+class RolloutSummary:
+    rollout: Rollout
+    total: int
+    by_status: dict[str, int]  # deployment status -> hubs (this organisation's view)
+    pilot: int
+
+
+def rollout_summaries_for(org: Organisation, *, in_flight_only: bool = True) -> list[RolloutSummary]:
+    """U1: each rollout the organisation sees, with its hub counts from the maintained counters.
+
+    A Supplier or CSP counts its own rows; DCC counts the CSP rows, which hold every hub once.
+    """
+    rollouts = rollouts_for(org)
+    if in_flight_only:
+        rollouts = rollouts.exclude(status__in=[Status.REVOKED, Status.CLOSED, Status.SUPERSEDED])
+    rollouts = list(rollouts.order_by("-published_at", "-created_at"))
+    counts = RolloutCounter.objects.filter(rollout__in=rollouts, hubs__gt=0)
+    counts = (
+        counts.filter(organisation__kind=OrgKind.CSP)
+        if org.kind == OrgKind.DCC
+        else counts.filter(organisation=org)
+    )
+    by_rollout: dict[int, dict[str, int]] = {}
+    pilots: dict[int, int] = {}
+    for rollout_id, group, status, hubs in counts.values_list("rollout_id", "group", "status", "hubs"):
+        statuses = by_rollout.setdefault(rollout_id, {})
+        statuses[status] = statuses.get(status, 0) + hubs
+        if group == Group.PILOT:
+            pilots[rollout_id] = pilots.get(rollout_id, 0) + hubs
+    return [
+        RolloutSummary(
+            r, sum(by_rollout.get(r.pk, {}).values()), by_rollout.get(r.pk, {}), pilots.get(r.pk, 0)
+        )
+        for r in rollouts
+    ]
+
+
+def pending_proposals_for(org: Organisation) -> QuerySet[Proposal]:
+    """B4: decisions awaiting a second DCC user (DCC only; nobody else sees proposals)."""
+    if org.kind != OrgKind.DCC:
+        return Proposal.objects.none()
+    return Proposal.objects.filter(state=ProposalState.PENDING).select_related("rollout", "proposed_by")
+
+
+def get_proposal_for(org: Organisation, pk: int) -> Proposal:
+    if org.kind != OrgKind.DCC:
+        raise Http404
+    return get_object_or_404(Proposal.objects.select_related("rollout", "proposed_by", "decided_by"), pk=pk)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from chfw_portal import team, uploads
+from chfw_portal import notices, team, uploads
 
 from .access import supplier_required
 from .views import dashboard
@@ -23,4 +23,6 @@ urlpatterns = [
     path(
         "uploads/<int:upload_id>/errors.csv", supplier_required(uploads.upload_errors), name="upload-errors"
     ),
+    path("rollouts/<int:rollout_id>/", dashboard.rollout_detail, name="rollout-detail"),
+    path("notices/read/", supplier_required(notices.notices_read), name="notices-read"),
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from chfw_portal import team, uploads
+from chfw_portal import notices, team, uploads
 
 from .access import dcc_or_csp_required
 from .views import dashboard
@@ -23,4 +23,7 @@ urlpatterns = [
     path(
         "uploads/<int:upload_id>/errors.csv", dcc_or_csp_required(uploads.upload_errors), name="upload-errors"
     ),
+    path("rollouts/<int:rollout_id>/", dashboard.rollout_detail, name="rollout-detail"),
+    path("notices/read/", dcc_or_csp_required(notices.notices_read), name="notices-read"),
+    path("proposals/<int:proposal_id>/", dashboard.proposal_decide, name="proposal-decide"),
 ]

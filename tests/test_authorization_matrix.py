@@ -30,7 +30,13 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "ssi:upload-detail": SUPPLIER_ONLY,
     "ssi:upload-file": SUPPLIER_ONLY,
     "ssi:upload-errors": SUPPLIER_ONLY,
+    "ssi:rollout-detail": SUPPLIER_ONLY,  # target: a published rollout holding the Supplier's hub
+    "ssi:notices-read": {"dcc": 403, "csp": 403, "supplier": 405, "staff": 403, "anon": LOGIN},  # POST only
     "ssmi:dashboard": DCC_OR_CSP,
+    "ssmi:rollout-detail": DCC_OR_CSP,  # the same rollout: its hub is in CSP North's region
+    "ssmi:notices-read": {"dcc": 405, "csp": 405, "supplier": 403, "staff": 403, "anon": LOGIN},
+    # target: a pending proposal by another DCC user; proposals are DCC's only (B4)
+    "ssmi:proposal-decide": {"dcc": 200, "csp": 403, "supplier": 403, "staff": 403, "anon": LOGIN},
     # target: an upload sent by the CSP; DCC sees every upload (PL3, X2)
     "ssmi:upload-detail": DCC_OR_CSP,
     "ssmi:upload-file": DCC_OR_CSP,
@@ -78,7 +84,41 @@ def people(dcc, csp_north, import_supplier, staff):
         "dcc_member": UserFactory(organisation=dcc.organisation),
         "supplier_upload": an_upload(import_supplier),
         "csp_upload": an_upload(csp_north),
+        **a_rollout(dcc, import_supplier),
     }
+
+
+def a_rollout(dcc, supplier):
+    from rollouts.models import DeviceModel, FirmwareVersion, Hub
+    from rollouts.services.lifecycle import approve_proposal, create_rollout, propose
+
+    second = UserFactory(organisation=dcc.organisation)
+    model = DeviceModel.objects.create(
+        cpl_code="010A030B", manufacturer="T", model="CH1", hardware_version="1"
+    )
+    v1 = FirmwareVersion.objects.create(device_model=model, version="0002012F")
+    v2 = FirmwareVersion.objects.create(device_model=model, version="00020130")
+    Hub.objects.create(
+        guid="00DB000000000001",
+        device_model=model,
+        firmware_version=v1,
+        region="north",
+        import_supplier=supplier.organisation,
+    )
+    rollout = create_rollout(
+        user=dcc,
+        title="Fix",
+        target_version=v2,
+        replaced_versions=[v1],
+        release_note_url="https://example.test/rn",
+        severity="high",
+        priority="high",
+        release_type="sec_release",
+        impact="functional",
+    )
+    approve_proposal(user=second, proposal_id=propose(user=dcc, rollout_id=rollout.pk, move="publish").pk)
+    pending = propose(user=second, rollout_id=rollout.pk, move="stop", reason="Field reports")
+    return {"rollout": rollout, "proposal": pending}
 
 
 def an_upload(user):
@@ -100,6 +140,10 @@ def url_for(name: str, people) -> str:
         return reverse(name, args=[people["supplier_member"].pk])
     if name == "ssmi:team-deactivate":
         return reverse(name, args=[people["dcc_member"].pk])
+    if name.endswith(":rollout-detail"):
+        return reverse(name, args=[people["rollout"].pk])
+    if name == "ssmi:proposal-decide":
+        return reverse(name, args=[people["proposal"].pk])
     if name.startswith("ssi:upload-"):
         return reverse(name, args=[people["supplier_upload"].pk])
     if name.startswith("ssmi:upload-"):
