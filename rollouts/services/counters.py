@@ -7,16 +7,23 @@ from django.db import connection
 # Each hub counts under each of its Suppliers (once when one organisation holds both roles) and once
 # under the CSP of its region, so CSP totals never double-count split hubs.
 COUNT_SQL = """
-    SELECT rh.rollout_id, x.organisation_id, rh."group", rh.status, count(*) AS hubs
-    FROM rollouts_rollouthub rh
-    CROSS JOIN LATERAL (
-        SELECT rh.import_supplier_id AS organisation_id WHERE rh.import_supplier_id IS NOT NULL
-        UNION
-        SELECT rh.gas_supplier_id WHERE rh.gas_supplier_id IS NOT NULL
-        UNION
-        SELECT csp.id FROM rollouts_organisation csp WHERE csp.kind = 'csp' AND csp.region = rh.region
+    SELECT rollout_id, organisation_id, "group", status, sum(hubs)::bigint AS hubs FROM (
+        SELECT rollout_id, import_supplier_id AS organisation_id, "group", status, count(*) AS hubs
+        FROM rollouts_rollouthub
+        WHERE rollout_id = ANY(%(rollouts)s) AND import_supplier_id IS NOT NULL
+        GROUP BY 1, 2, 3, 4
+        UNION ALL
+        SELECT rollout_id, gas_supplier_id, "group", status, count(*)
+        FROM rollouts_rollouthub
+        WHERE rollout_id = ANY(%(rollouts)s) AND gas_supplier_id IS NOT NULL
+          AND gas_supplier_id IS DISTINCT FROM import_supplier_id
+        GROUP BY 1, 2, 3, 4
+        UNION ALL
+        SELECT r.rollout_id, csp.id, r."group", r.status, r.hubs
+        FROM (SELECT rollout_id, region, "group", status, count(*) AS hubs FROM rollouts_rollouthub
+              WHERE rollout_id = ANY(%(rollouts)s) GROUP BY 1, 2, 3, 4) r
+        JOIN rollouts_organisation csp ON csp.kind = 'csp' AND csp.region = r.region
     ) x
-    WHERE rh.rollout_id = ANY(%(rollouts)s)
     GROUP BY 1, 2, 3, 4
 """
 
