@@ -63,3 +63,59 @@ def counter_mismatches(rollout_ids: list[int] | None = None) -> list[tuple]:
             {"rollouts": rollout_ids},
         )
         return cursor.fetchall()
+
+
+DELTA_TABLE = "counter_deltas"
+
+
+def create_delta_table(cursor) -> None:
+    """A temp table of hub rows that changed: their old and new (Suppliers, region, group, status).
+    Old values are NULL for a row that joined; new values NULL for one that went away."""
+    cursor.execute(f"DROP TABLE IF EXISTS {DELTA_TABLE}")
+    cursor.execute(
+        f"""CREATE TEMP TABLE {DELTA_TABLE} (
+                rollout_id bigint NOT NULL,
+                old_import bigint, old_gas bigint, old_region text, old_group text, old_status text,
+                new_import bigint, new_gas bigint, new_region text, new_group text, new_status text
+            ) ON COMMIT DROP"""
+    )
+
+
+def apply_deltas(cursor) -> int:
+    """Move the counters by the changes in the delta table, set-based: each old key loses the hub,
+    each new key gains it (U1). Touches only the keys that changed. Returns counter rows written."""
+    keys = []
+    for side, sign in (("old", -1), ("new", 1)):
+        keys.append(
+            f"""SELECT rollout_id, {side}_import AS org, {side}_group AS grp, {side}_status AS status, {sign} AS d
+                FROM {DELTA_TABLE} WHERE {side}_status IS NOT NULL AND {side}_import IS NOT NULL
+                UNION ALL
+                SELECT rollout_id, {side}_gas, {side}_group, {side}_status, {sign}
+                FROM {DELTA_TABLE} WHERE {side}_status IS NOT NULL AND {side}_gas IS NOT NULL
+                  AND {side}_gas IS DISTINCT FROM {side}_import
+                UNION ALL
+                SELECT d.rollout_id, csp.id, d.{side}_group, d.{side}_status, {sign}
+                FROM {DELTA_TABLE} d JOIN rollouts_organisation csp ON csp.kind = 'csp' AND csp.region = d.{side}_region
+                WHERE d.{side}_status IS NOT NULL"""
+        )
+    # Not INSERT … ON CONFLICT: PostgreSQL checks `hubs >= 0` on the proposed row before it finds the
+    # conflict, so a negative delta must be an UPDATE of the existing key.
+    cursor.execute("DROP TABLE IF EXISTS counter_delta_keys")
+    cursor.execute(
+        f"""CREATE TEMP TABLE counter_delta_keys ON COMMIT DROP AS
+            SELECT rollout_id, org, grp, status, sum(d)::bigint AS d FROM ({" UNION ALL ".join(keys)}) k
+            GROUP BY 1, 2, 3, 4 HAVING sum(d) <> 0"""
+    )
+    cursor.execute(
+        """UPDATE rollouts_rolloutcounter c SET hubs = c.hubs + k.d FROM counter_delta_keys k
+           WHERE (c.rollout_id, c.organisation_id, c."group", c.status) = (k.rollout_id, k.org, k.grp, k.status)"""
+    )
+    written = cursor.rowcount
+    cursor.execute(
+        """INSERT INTO rollouts_rolloutcounter (rollout_id, organisation_id, "group", status, hubs)
+           SELECT k.rollout_id, k.org, k.grp, k.status, k.d FROM counter_delta_keys k
+           WHERE NOT EXISTS (SELECT 1 FROM rollouts_rolloutcounter c
+                             WHERE (c.rollout_id, c.organisation_id, c."group", c.status)
+                                 = (k.rollout_id, k.org, k.grp, k.status))"""
+    )
+    return written + cursor.rowcount

@@ -266,6 +266,8 @@ def _publish(proposal: Proposal) -> Rollout:
             {"model": rollout.device_model_id, "rollout": rollout.pk, "now": now, "auto": auto},
         )
         eligible = cursor.rowcount
+        # Fresh statistics: later joins on this table (inventory changes, schedules) plan on them.
+        cursor.execute("ANALYZE rollouts_rollouthub")
     Rollout.objects.filter(pk=rollout.pk).update(eligible_count=eligible)
     rollout.eligible_count = eligible
     counters.recount([rollout.pk])

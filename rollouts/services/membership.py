@@ -5,7 +5,7 @@
 - a hub that left the SMI, or changed model, gets deployment status `left`;
 - a hub whose Supplier changed has its Suppliers updated and is marked `supplier_changed`, for the
   instruction issue to lapse the old Supplier's instructions and amendments (E6).
-Hubs are never deleted. Counters of the rollouts touched are rebuilt.
+Hubs are never deleted. Counters move by the exact deltas of the rows that changed (U1).
 """
 
 from __future__ import annotations
@@ -15,79 +15,133 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from . import counters
+from .counters import DELTA_TABLE, apply_deltas, create_delta_table
 
 LIVE = "('ACTIVE', 'PAUSED', 'SUSPENDED')"
+OLD = 'o.import_supplier_id, o.gas_supplier_id, o.region, o."group", o.status'
 
 
 def reconcile_live_rollouts(upload_id: int) -> dict[str, Any]:
     params = {"upload": upload_id, "now": timezone.now()}
     with connection.cursor() as cursor:
+        create_delta_table(cursor)
+        cursor.execute("ANALYZE rollouts_inventorychange")  # this load's rows: plan the joins below on them
+        # Leavers: out of the SMI, or now another device model.
         cursor.execute(
             f"""
-            WITH gone AS (
-                UPDATE rollouts_rollouthub rh SET status = 'left', status_at = %(now)s
-                FROM rollouts_inventorychange c, rollouts_rollout r, rollouts_hub h
-                WHERE c.upload_id = %(upload)s AND rh.hub_id = c.hub_id AND r.id = rh.rollout_id
-                  AND h.id = c.hub_id AND r.status IN {LIVE} AND rh.status <> 'left'
+            WITH o AS (
+                SELECT rh.id, rh.rollout_id, rh.import_supplier_id, rh.gas_supplier_id, rh.region, rh."group",
+                       rh.status
+                FROM rollouts_inventorychange c
+                JOIN rollouts_rollouthub rh ON rh.hub_id = c.hub_id
+                JOIN rollouts_rollout r ON r.id = rh.rollout_id AND r.status IN {LIVE}
+                JOIN rollouts_hub h ON h.id = c.hub_id
+                WHERE c.upload_id = %(upload)s AND rh.status <> 'left'
                   AND (c."left" OR (c.model_changed AND h.device_model_id <> r.device_model_id))
-                RETURNING rh.rollout_id
-            ) SELECT rollout_id, count(*) FROM gone GROUP BY 1""",
+            ), gone AS (
+                UPDATE rollouts_rollouthub rh SET status = 'left', status_at = %(now)s FROM o WHERE rh.id = o.id
+                RETURNING o.*
+            )
+            INSERT INTO {DELTA_TABLE}
+            SELECT o.rollout_id, {OLD}, o.import_supplier_id, o.gas_supplier_id, o.region, o."group", 'left'
+            FROM gone o""",
             params,
         )
-        left = dict(cursor.fetchall())
+        left = cursor.rowcount
+        # Joiners: the live rollout for the hub's model and (replaced) version; the newest if several.
         cursor.execute(
             f"""
-            WITH candidates AS (
-                SELECT DISTINCT ON (h.id) h.id AS hub_id, r.id AS rollout_id, r.auto_deploy_at, h.import_supplier_id,
-                       h.gas_supplier_id, h.region
-                FROM rollouts_inventorychange c
-                JOIN rollouts_hub h ON h.id = c.hub_id AND h.status = 'in_smi'
-                JOIN rollouts_rollout r ON r.device_model_id = h.device_model_id AND r.status IN {LIVE}
-                JOIN rollouts_rollout_replaced_versions rv ON rv.rollout_id = r.id
-                                                        AND rv.firmwareversion_id = h.firmware_version_id
-                WHERE c.upload_id = %(upload)s AND (c.is_new OR c.returned OR c.model_changed OR c.version_changed)
-                ORDER BY h.id, r.published_at DESC
-            ), joined AS (
+            CREATE TEMP TABLE membership_candidates ON COMMIT DROP AS
+            SELECT DISTINCT ON (h.id) h.id AS hub_id, r.id AS rollout_id, r.auto_deploy_at, h.import_supplier_id,
+                   h.gas_supplier_id, h.region
+            FROM rollouts_inventorychange c
+            JOIN rollouts_hub h ON h.id = c.hub_id AND h.status = 'in_smi'
+            JOIN rollouts_rollout r ON r.device_model_id = h.device_model_id AND r.status IN {LIVE}
+            JOIN rollouts_rollout_replaced_versions rv ON rv.rollout_id = r.id
+                                                    AND rv.firmwareversion_id = h.firmware_version_id
+            WHERE c.upload_id = %(upload)s AND (c.is_new OR c.returned OR c.model_changed OR c.version_changed)
+            ORDER BY h.id, r.published_at DESC""",
+            params,
+        )
+        cursor.execute(
+            f"""
+            WITH o AS (
+                SELECT rh.id, rh.rollout_id, rh.import_supplier_id, rh.gas_supplier_id, rh.region, rh."group",
+                       rh.status, m.import_supplier_id AS new_import, m.gas_supplier_id AS new_gas,
+                       m.region AS new_region, m.auto_deploy_at
+                FROM membership_candidates m
+                JOIN rollouts_rollouthub rh ON rh.rollout_id = m.rollout_id AND rh.hub_id = m.hub_id
+                WHERE rh.status = 'left'
+            ), back AS (
+                UPDATE rollouts_rollouthub rh
+                SET status = 'pending', status_at = %(now)s, "group" = 'safe_launch', import_supplier_id = o.new_import,
+                    gas_supplier_id = o.new_gas, region = o.new_region, planned_activation_at = o.auto_deploy_at,
+                    activation_source = 'automatic', batch_id = NULL
+                FROM o WHERE rh.id = o.id
+                RETURNING o.*
+            )
+            INSERT INTO {DELTA_TABLE}
+            SELECT o.rollout_id, {OLD}, o.new_import, o.new_gas, o.new_region, 'safe_launch', 'pending' FROM back o
+            """,
+            params,
+        )
+        returned = cursor.rowcount
+        cursor.execute(
+            f"""
+            WITH joined AS (
                 INSERT INTO rollouts_rollouthub (rollout_id, hub_id, import_supplier_id, gas_supplier_id, region,
                                                  "group", status, status_at, failure_reason, planned_activation_at,
                                                  activation_source, supplier_changed)
                 SELECT rollout_id, hub_id, import_supplier_id, gas_supplier_id, region, 'safe_launch', 'pending',
                        %(now)s, '', auto_deploy_at, 'automatic', false
-                FROM candidates
-                ON CONFLICT (rollout_id, hub_id) DO UPDATE
-                    SET status = 'pending', status_at = EXCLUDED.status_at, "group" = 'safe_launch',
-                        import_supplier_id = EXCLUDED.import_supplier_id, gas_supplier_id = EXCLUDED.gas_supplier_id,
-                        region = EXCLUDED.region, planned_activation_at = EXCLUDED.planned_activation_at,
-                        activation_source = 'automatic'
-                    WHERE rollouts_rollouthub.status = 'left'
-                RETURNING rollout_id
-            ) SELECT rollout_id, count(*) FROM joined GROUP BY 1""",
+                FROM membership_candidates
+                ON CONFLICT (rollout_id, hub_id) DO NOTHING
+                RETURNING rollout_id, import_supplier_id, gas_supplier_id, region
+            )
+            INSERT INTO {DELTA_TABLE} (rollout_id, new_import, new_gas, new_region, new_group, new_status)
+            SELECT rollout_id, import_supplier_id, gas_supplier_id, region, 'safe_launch', 'pending' FROM joined
+            """,
             params,
         )
-        joined = dict(cursor.fetchall())
+        joined = cursor.rowcount + returned
+        # Supplier (or region) changes: the rollout row follows the SMI; E6 is marked for the instructions.
         cursor.execute(
             f"""
-            WITH moved AS (
-                UPDATE rollouts_rollouthub rh
-                SET import_supplier_id = h.import_supplier_id, gas_supplier_id = h.gas_supplier_id,
-                    region = h.region, supplier_changed = rh.supplier_changed OR c.supplier_changed
-                FROM rollouts_inventorychange c, rollouts_rollout r, rollouts_hub h
-                WHERE c.upload_id = %(upload)s AND rh.hub_id = c.hub_id AND r.id = rh.rollout_id
-                  AND h.id = c.hub_id AND r.status IN {LIVE} AND rh.status <> 'left'
+            WITH o AS (
+                SELECT rh.id, rh.rollout_id, rh.import_supplier_id, rh.gas_supplier_id, rh.region, rh."group",
+                       rh.status, h.import_supplier_id AS new_import, h.gas_supplier_id AS new_gas,
+                       h.region AS new_region, c.supplier_changed
+                FROM rollouts_inventorychange c
+                JOIN rollouts_rollouthub rh ON rh.hub_id = c.hub_id
+                JOIN rollouts_rollout r ON r.id = rh.rollout_id AND r.status IN {LIVE}
+                JOIN rollouts_hub h ON h.id = c.hub_id
+                WHERE c.upload_id = %(upload)s AND rh.status <> 'left'
                   AND (rh.import_supplier_id IS DISTINCT FROM h.import_supplier_id
                        OR rh.gas_supplier_id IS DISTINCT FROM h.gas_supplier_id OR rh.region <> h.region)
-                RETURNING rh.rollout_id, c.supplier_changed
-            ) SELECT rollout_id, count(*) FILTER (WHERE supplier_changed) FROM moved GROUP BY 1""",
+            ), moved AS (
+                UPDATE rollouts_rollouthub rh
+                SET import_supplier_id = o.new_import, gas_supplier_id = o.new_gas, region = o.new_region,
+                    supplier_changed = rh.supplier_changed OR o.supplier_changed
+                FROM o WHERE rh.id = o.id
+                RETURNING o.*
+            )
+            INSERT INTO {DELTA_TABLE}
+            SELECT o.rollout_id, {OLD}, o.new_import, o.new_gas, o.new_region, o."group", o.status FROM moved o
+            """,
             params,
         )
-        moved = dict(cursor.fetchall())
-    touched = sorted(set(left) | set(joined) | set(moved))
-    if touched:
-        counters.recount(touched)
+        cursor.execute(f"SELECT count(DISTINCT rollout_id) FROM {DELTA_TABLE}")
+        touched = cursor.fetchone()[0]
+        cursor.execute(
+            f"SELECT count(*) FROM {DELTA_TABLE} WHERE old_import IS DISTINCT FROM new_import "
+            "OR old_gas IS DISTINCT FROM new_gas"
+        )
+        supplier_moved = cursor.fetchone()[0]
+        apply_deltas(cursor)
+        cursor.execute("DROP TABLE membership_candidates")
     return {
-        "rollouts_touched": len(touched),
-        "joined_rollouts": sum(joined.values()),
-        "left_rollouts": sum(left.values()),
-        "supplier_changed_in_rollouts": sum(moved.values()),
+        "rollouts_touched": touched,
+        "joined_rollouts": joined,
+        "left_rollouts": left,
+        "supplier_changed_in_rollouts": supplier_moved,
     }
