@@ -32,7 +32,7 @@ from ..models import (
 from ..models.rollouts import automatic_deployment_time, months_after
 from ..transitions import MOVES, allowed_from, apply_move
 from . import counters
-from .notifications import notify, relevant_organisations
+from .notifications import notify, notify_parties
 
 LIVE = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
 
@@ -281,10 +281,9 @@ def _publish(proposal: Proposal) -> Rollout:
             changes={"superseded_by": rollout},
             details={"superseded_by": rollout.reference},
         )
-        notify(
-            relevant_organisations(old),
+        notify_parties(
+            old,
             kind="rollout.superseded",
-            rollout=old,
             subject=f"{old.reference} is superseded by {rollout.reference}",
             body=f"{old} is superseded by {rollout} (A12). Its pending instructions no longer apply; "
             f"the newer rollout covers the same hubs.",
@@ -297,10 +296,9 @@ def _publish(proposal: Proposal) -> Rollout:
         superseded=[r.reference for r in superseded],
     )
     deadline = timezone.localtime(rollout.instruction_deadline)
-    notify(
-        relevant_organisations(rollout),
+    notify_parties(
+        rollout,
         kind="rollout.published",
-        rollout=rollout,
         subject=f"Firmware notice {rollout.reference}: {rollout.title}",
         body=(
             f"DCC has published firmware {rollout.target_version.version} for device model "
@@ -330,10 +328,9 @@ def revoke_rollout(*, user: User, rollout_id: int, reason: str) -> Rollout:
             {"reason": "Give the reason for revoking: everyone who saw the notice is told."}
         )
     rollout = _decide(user, rollout_id, "revoke", reason=reason)
-    notify(
-        relevant_organisations(rollout),
+    notify_parties(
+        rollout,
         kind="rollout.revoked",
-        rollout=rollout,
         subject=f"Firmware notice {rollout.reference} is revoked",
         body=f"DCC has revoked {rollout}: nothing will be deployed. Reason: {reason}",
     )
@@ -440,10 +437,9 @@ def supersede_rollout(*, user: User, rollout_id: int, reason: str) -> Rollout:
     if not reason.strip():
         raise ValidationError({"reason": "Give the reason for superseding the rollout."})
     rollout = _decide(user, rollout_id, "supersede", reason=reason)
-    notify(
-        relevant_organisations(rollout),
+    notify_parties(
+        rollout,
         kind="rollout.superseded",
-        rollout=rollout,
         subject=f"{rollout.reference} is superseded",
         body=f"DCC has superseded {rollout} (A12). Reason: {reason}",
     )
@@ -464,10 +460,9 @@ def withdraw_firmware(*, user: User, version_id: int, reason: str) -> FirmwareVe
     version.save(update_fields=["withdrawn_at", "withdrawn_reason"])
     audit.record(user, "firmware.withdraw", version, reason=reason)
     for rollout in Rollout.objects.filter(target_version=version).exclude(status__in=TERMINAL):
-        notify(
-            relevant_organisations(rollout),
+        notify_parties(
+            rollout,
             kind="firmware.withdrawn",
-            rollout=rollout,
             subject=f"Firmware {version.version} is withdrawn ({rollout.reference})",
             body=f"DCC has withdrawn firmware {version.version} from the CPL. Reason: {reason}. {rollout} "
             "will not start safe launch; DCC will stop or supersede it.",
@@ -505,10 +500,9 @@ def _apply_four_eyes(name: str, notice: str | None = None):
             changes=changes or None,
         )
         if notice:
-            notify(
-                relevant_organisations(rollout),
+            notify_parties(
+                rollout,
                 kind=f"rollout.{name}",
-                rollout=rollout,
                 subject=f"{rollout.reference}: {notice}",
                 body=f"{rollout}: {notice}. {proposal.reason}".strip(),
             )

@@ -43,6 +43,11 @@ def notify(
     return notices
 
 
+def notify_parties(rollout: Rollout, *, kind: str, subject: str, body: str) -> list[Notice]:
+    """Tell every party of a rollout (its Suppliers, CSPs and DCC)."""
+    return notify(relevant_organisations(rollout), kind=kind, subject=subject, body=body, rollout=rollout)
+
+
 def email_notices(notice_ids: list[int]) -> int:
     """Email each notice not emailed yet to its organisation's active users. Safe to run twice: the
     notice is claimed under a row lock, and a failed send rolls the claim back for the retry."""
