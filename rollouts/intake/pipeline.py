@@ -18,10 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from django.conf import settings
 from django.core.cache import cache
 from django.core.files import File
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from .. import audit
 from ..guid import GuidFormatError, parse_guid
@@ -95,7 +97,13 @@ class Handler(Protocol):
 
 
 def receive_upload(
-    *, user: User | None, organisation: Organisation, kind: UploadKind, content: File, name: str | None = None
+    *,
+    user: User | None,
+    organisation: Organisation,
+    kind: UploadKind,
+    content: File,
+    name: str | None = None,
+    rollout_id: int | None = None,
 ) -> Upload:
     """Keep the file under a generated name with its size and SHA-256 (X2). Nothing is read yet."""
     digest = hashlib.sha256()
@@ -107,6 +115,7 @@ def receive_upload(
     content.seek(0)
     upload = Upload(
         kind=kind,
+        rollout_id=rollout_id,
         organisation=organisation,
         user=user,
         name=(name or content.name or "upload")[-255:],
@@ -146,7 +155,16 @@ def process_upload(upload_id: int, handler: Handler) -> Upload:
         upload.started_at = timezone.now()
         upload.save(update_fields=["state", "started_at"])
     set_progress(upload.pk, "reading")
+    return apply_upload(upload, handler)
 
+
+def apply_upload(upload: Upload, handler: Handler) -> Upload:
+    """Stage, check and apply one received upload, all or nothing, inside the caller's transaction
+    (services that must hold a lock across it call this directly; `process_upload` wraps it).
+
+    The same file as the latest applied one of the same kind, rollout and sender is recognised and
+    not applied twice (X2).
+    """
     if same := _same_as_latest_applied(upload):
         return _finish_same(upload, same)
     try:
@@ -159,7 +177,10 @@ def process_upload(upload_id: int, handler: Handler) -> Upload:
 def _same_as_latest_applied(upload: Upload) -> Upload | None:
     latest = (
         Upload.objects.filter(
-            kind=upload.kind, organisation=upload.organisation_id, state=UploadState.APPLIED
+            kind=upload.kind,
+            organisation=upload.organisation_id,
+            rollout=upload.rollout_id,
+            state=UploadState.APPLIED,
         )
         .exclude(pk=upload.pk)
         .order_by("-finished_at", "-id")
@@ -369,3 +390,66 @@ def raise_if_rejected(upload: Upload) -> Upload:
     if upload.state == UploadState.REJECTED:
         raise RowsRejected(failures_of(upload))
     return upload
+
+
+# -- the background path (big files run in a Celery worker) ------------------------------------------
+
+
+def background_bytes() -> int:
+    """Files larger than this are processed by a worker (the lead adds INTAKE_BACKGROUND_BYTES to settings)."""
+    return getattr(settings, "INTAKE_BACKGROUND_BYTES", 256 * 1024)
+
+
+def max_attempts() -> int:
+    return getattr(settings, "PORTAL_UPLOAD_MAX_ATTEMPTS", 3)
+
+
+def resolve_handler(handler_path: str, handler_kwargs: dict[str, Any]) -> Handler:
+    """A handler from its import path and JSON-able keyword arguments, so tasks carry only ids."""
+    return import_string(handler_path)(**handler_kwargs)
+
+
+def submit_upload(upload: Upload, handler_path: str, handler_kwargs: dict[str, Any] | None = None) -> Upload:
+    """Process a received upload now, or (over the size setting) in a worker once this transaction commits.
+
+    The background upload stays `received` until the worker starts; its page polls the progress.
+    """
+    kwargs = handler_kwargs or {}
+    if upload.size <= background_bytes():
+        return process_upload(upload.pk, resolve_handler(handler_path, kwargs))
+    from ..tasks import process_upload_task  # tasks import services; avoid the cycle at import time
+
+    set_progress(upload.pk, "queued")
+    transaction.on_commit(lambda: process_upload_task.delay(upload.pk, handler_path, kwargs))
+    return upload
+
+
+def process_upload_in_worker(upload_id: int, handler_path: str, handler_kwargs: dict[str, Any]) -> Upload:
+    """What the worker runs: count the attempt (committed first), give up after too many, else process.
+
+    A task is acknowledged late, so a worker that dies mid-file gets the same upload again: after
+    PORTAL_UPLOAD_MAX_ATTEMPTS started attempts the next delivery rejects it with `processing_failed`
+    instead of crashing the next worker. A finished upload stops at once (idempotent).
+    """
+    with transaction.atomic():
+        upload = Upload.objects.select_for_update().get(pk=upload_id)
+        if upload.state in (UploadState.APPLIED, UploadState.REJECTED):
+            return upload
+        attempts = int(upload.summary.get("attempts", 0))
+        if attempts >= max_attempts():
+            return _reject(
+                upload,
+                [
+                    Failure(
+                        None,
+                        "",
+                        "",
+                        "processing_failed",
+                        f"Processing this file failed {attempts} times. The file changed nothing; "
+                        "please send it again, or contact the DCC service desk if it fails again.",
+                    )
+                ],
+            )
+        upload.summary = {**upload.summary, "attempts": attempts + 1}
+        upload.save(update_fields=["summary"])
+    return process_upload(upload_id, resolve_handler(handler_path, handler_kwargs))

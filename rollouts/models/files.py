@@ -37,6 +37,10 @@ class Upload(models.Model):
     organisation = models.ForeignKey(
         "rollouts.Organisation", on_delete=models.PROTECT, related_name="uploads"
     )
+    # The rollout a list belongs to; None for the inventory and a Supplier's own flags.
+    rollout = models.ForeignKey(
+        "rollouts.Rollout", on_delete=models.PROTECT, null=True, blank=True, related_name="uploads"
+    )
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True)
     name = models.CharField("file name as sent", max_length=255)
     size = models.BigIntegerField()

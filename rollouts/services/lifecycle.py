@@ -33,6 +33,7 @@ from ..models.rollouts import automatic_deployment_time, months_after
 from ..transitions import MOVES, allowed_from, apply_move
 from . import counters
 from .notifications import notify, notify_parties
+from .piloting import void_pilot
 
 LIVE = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
 
@@ -273,6 +274,7 @@ def _publish(proposal: Proposal) -> Rollout:
     counters.recount([rollout.pk])
     superseded = rollouts_superseded_by(rollout)
     for old in superseded:
+        was_piloting = old.stage == Stage.PILOTING
         apply_move(
             old.pk,
             "supersede",
@@ -281,6 +283,8 @@ def _publish(proposal: Proposal) -> Rollout:
             changes={"superseded_by": rollout},
             details={"superseded_by": rollout.reference},
         )
+        if was_piloting:
+            void_pilot(old)  # C2
         notify_parties(
             old,
             kind="rollout.superseded",
@@ -436,7 +440,10 @@ def supersede_rollout(*, user: User, rollout_id: int, reason: str) -> Rollout:
     _require_dcc(user)
     if not reason.strip():
         raise ValidationError({"reason": "Give the reason for superseding the rollout."})
+    was_piloting = Rollout.objects.get(pk=rollout_id).stage == Stage.PILOTING
     rollout = _decide(user, rollout_id, "supersede", reason=reason)
+    if was_piloting:
+        void_pilot(rollout)  # C2
     notify_parties(
         rollout,
         kind="rollout.superseded",

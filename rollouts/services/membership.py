@@ -16,6 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from .counters import DELTA_TABLE, apply_deltas, create_delta_table
+from .piloting import recompute_pilot_group
 
 LIVE = "('ACTIVE', 'PAUSED', 'SUSPENDED')"
 OLD = 'o.import_supplier_id, o.gas_supplier_id, o.region, o."group", o.status'
@@ -139,6 +140,13 @@ def reconcile_live_rollouts(upload_id: int) -> dict[str, Any]:
         supplier_moved = cursor.fetchone()[0]
         apply_deltas(cursor)
         cursor.execute("DROP TABLE membership_candidates")
+        cursor.execute(
+            f"""SELECT DISTINCT d.rollout_id FROM {DELTA_TABLE} d JOIN rollouts_rollout r ON r.id = d.rollout_id
+                WHERE r.stage = 'NOTIFICATION'"""
+        )
+        before_pilot = [row[0] for row in cursor.fetchall()]
+    for rollout_id in before_pilot:  # PL6: amendments of former Suppliers no longer count
+        recompute_pilot_group(rollout_id)
     return {
         "rollouts_touched": touched,
         "joined_rollouts": joined,

@@ -342,3 +342,24 @@ def test_notices_have_read_state_per_user_and_only_for_the_own_organisation(
     assert selectors.notices_for(import_supplier).get().is_read
     assert not selectors.notices_for(import_supplier_member).get().is_read  # per user
     assert not selectors.notices_for(other_supplier).get().is_read
+
+
+@pytest.mark.req("C2")
+def test_publishing_over_a_piloting_rollout_voids_its_pilot(draft, dcc, dcc_2, estate):
+    from rollouts.models import Batch
+
+    older = publish(draft, dcc, dcc_2)
+    Rollout.objects.filter(pk=older.pk).update(stage=Stage.PILOTING)  # test setup: a pilot under way
+    batch = Batch.objects.create(
+        rollout=older,
+        region="north",
+        group="pilot",
+        name="P1",
+        window_start=dt.datetime(2026, 12, 1, tzinfo=UK),
+        window_end=dt.datetime(2026, 12, 8, tzinfo=UK),
+    )
+    publish(new_draft(dcc, estate["v3"], [estate["v1"]]), dcc, dcc_2)
+    batch.refresh_from_db()
+    assert batch.held  # nothing more is distributed under the void pilot
+    assert state(older) == (Stage.CLOSURE, Status.SUPERSEDED)
+    assert AuditEvent.objects.filter(object_id=str(older.pk), action__contains="void").exists()

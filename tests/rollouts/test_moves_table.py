@@ -7,6 +7,7 @@ check that the code offers exactly the moves transcribed here.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from django.utils import timezone
 
 from rollouts.models import (
     AuditEvent,
+    Batch,
     DeviceModel,
     FirmwareVersion,
     Hub,
@@ -373,7 +375,16 @@ def make_rollout(
             firmware_version=world.v1,
             region="north",
         )
-        RolloutHub.objects.create(rollout=rollout, hub=hub, region="north", group="pilot")
+        # L3: a non-empty effective pilot group with every pilot hub in a (pilot) batch
+        batch = Batch.objects.create(
+            rollout=rollout,
+            region="north",
+            group="pilot",
+            name="P1",
+            window_start=dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+            window_end=dt.datetime(2026, 3, 8, tzinfo=dt.UTC),
+        )
+        RolloutHub.objects.create(rollout=rollout, hub=hub, region="north", group="pilot", batch=batch)
     # Test setup only: put the rollout straight into the state under test.
     Rollout.objects.filter(pk=rollout.pk).update(
         stage=state[0],
