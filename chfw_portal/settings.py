@@ -273,4 +273,7 @@ INTAKE_MAX_XLSX_SHEET = env_int(
 )  # the first worksheet, uncompressed
 INTAKE_MAX_XLSX_RATIO = env_int("INTAKE_MAX_XLSX_RATIO", 200)  # uncompressed / compressed, per entry
 INTAKE_MAX_XLSX_ENTRIES = env_int("INTAKE_MAX_XLSX_ENTRIES", 1000)
+# Uploads bigger than this run in a Celery worker, with live progress.
+INTAKE_BACKGROUND_BYTES = env_int("INTAKE_BACKGROUND_BYTES", 256 * 1024)
+PORTAL_UPLOAD_MAX_ATTEMPTS = env_int("PORTAL_UPLOAD_MAX_ATTEMPTS", 3)  # then processing_failed
 INTAKE_CALAMINE_MAX_BYTES = env_int("INTAKE_CALAMINE_MAX_BYTES", 8 * 1024 * 1024)  # above: openpyxl read-only

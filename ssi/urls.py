@@ -5,7 +5,7 @@ from django.urls import path
 from chfw_portal import notices, team, uploads
 
 from .access import supplier_required
-from .views import dashboard
+from .views import dashboard, estate
 
 app_name = "ssi"
 
@@ -24,5 +24,9 @@ urlpatterns = [
         "uploads/<int:upload_id>/errors.csv", supplier_required(uploads.upload_errors), name="upload-errors"
     ),
     path("rollouts/<int:rollout_id>/", dashboard.rollout_detail, name="rollout-detail"),
+    path("estate/", estate.estate, name="estate"),
+    path("estate/estate.csv", estate.estate_download, {"fmt": "csv"}, name="estate-csv"),
+    path("estate/estate.xlsx", estate.estate_download, {"fmt": "xlsx"}, name="estate-xlsx"),
+    path("rollouts/<int:rollout_id>/eligibility.csv", estate.rollout_eligibility, name="rollout-eligibility"),
     path("notices/read/", supplier_required(notices.notices_read), name="notices-read"),
 ]

@@ -5,7 +5,7 @@ from django.urls import path
 from chfw_portal import notices, team, uploads
 
 from .access import dcc_or_csp_required
-from .views import dashboard
+from .views import dashboard, exports
 
 app_name = "ssmi"
 
@@ -24,6 +24,18 @@ urlpatterns = [
         "uploads/<int:upload_id>/errors.csv", dcc_or_csp_required(uploads.upload_errors), name="upload-errors"
     ),
     path("rollouts/<int:rollout_id>/", dashboard.rollout_detail, name="rollout-detail"),
+    path(
+        "rollouts/<int:rollout_id>/device-status.csv",
+        exports.rollout_device_status,
+        {"fmt": "csv"},
+        name="rollout-device-status",
+    ),
+    path(
+        "rollouts/<int:rollout_id>/device-status.xlsx",
+        exports.rollout_device_status,
+        {"fmt": "xlsx"},
+        name="rollout-device-status-xlsx",
+    ),
     path("notices/read/", dcc_or_csp_required(notices.notices_read), name="notices-read"),
     path("proposals/<int:proposal_id>/", dashboard.proposal_decide, name="proposal-decide"),
 ]

@@ -31,6 +31,13 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "ssi:upload-file": SUPPLIER_ONLY,
     "ssi:upload-errors": SUPPLIER_ONLY,
     "ssi:rollout-detail": SUPPLIER_ONLY,  # target: a published rollout holding the Supplier's hub
+    # U2: the Supplier's own estate; exports of the same rollout as rollout-detail
+    "ssi:estate": SUPPLIER_ONLY,
+    "ssi:estate-csv": SUPPLIER_ONLY,
+    "ssi:estate-xlsx": SUPPLIER_ONLY,
+    "ssi:rollout-eligibility": SUPPLIER_ONLY,
+    "ssmi:rollout-device-status": DCC_OR_CSP,
+    "ssmi:rollout-device-status-xlsx": DCC_OR_CSP,
     "ssi:notices-read": {"dcc": 403, "csp": 403, "supplier": 405, "staff": 403, "anon": LOGIN},  # POST only
     "ssmi:dashboard": DCC_OR_CSP,
     "ssmi:rollout-detail": DCC_OR_CSP,  # the same rollout: its hub is in CSP North's region
@@ -140,7 +147,7 @@ def url_for(name: str, people) -> str:
         return reverse(name, args=[people["supplier_member"].pk])
     if name == "ssmi:team-deactivate":
         return reverse(name, args=[people["dcc_member"].pk])
-    if name.endswith(":rollout-detail"):
+    if name.partition(":")[2].startswith("rollout-"):
         return reverse(name, args=[people["rollout"].pk])
     if name == "ssmi:proposal-decide":
         return reverse(name, args=[people["proposal"].pk])

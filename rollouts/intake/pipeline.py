@@ -397,11 +397,11 @@ def raise_if_rejected(upload: Upload) -> Upload:
 
 def background_bytes() -> int:
     """Files larger than this are processed by a worker (the lead adds INTAKE_BACKGROUND_BYTES to settings)."""
-    return getattr(settings, "INTAKE_BACKGROUND_BYTES", 256 * 1024)
+    return settings.INTAKE_BACKGROUND_BYTES
 
 
 def max_attempts() -> int:
-    return getattr(settings, "PORTAL_UPLOAD_MAX_ATTEMPTS", 3)
+    return settings.PORTAL_UPLOAD_MAX_ATTEMPTS
 
 
 def resolve_handler(handler_path: str, handler_kwargs: dict[str, Any]) -> Handler:

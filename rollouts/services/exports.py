@@ -1,0 +1,231 @@
+"""Downloads in the export layouts of FILE_FORMATS.md, scoped by the actor's organisation and audited.
+
+Each export is one SELECT (`rollouts.exports.Query`, every column escaped in SQL), streamed as CSV
+by PostgreSQL's `COPY … TO STDOUT` or written to a temporary XLSX file with xlsxwriter in
+constant-memory mode. A Supplier's rows name its role and whether a hub is split, never the other
+Supplier (P3, P4); a CSP's rows are its region's only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Literal
+
+from django.core.exceptions import PermissionDenied
+from django.db import models
+
+from .. import audit
+from ..exports import Query, copy_csv, iso_sql, xlsx_file
+from ..models import TERMINAL, Organisation, OrgKind, Rollout, Status, User
+
+Format = Literal["csv", "xlsx"]
+CONTENT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+ESTATE_COLUMNS = (
+    "guid",
+    "device_model",
+    "firmware_version",
+    "csp_region",
+    "role",
+    "split",
+    "rollout",
+    "stage",
+    "group",
+    "deployment_status",
+    "status_at",
+    "planned_activation_at",
+    "failure_reason",
+)
+ELIGIBILITY_COLUMNS = ("guid", "device_model", "firmware_version", "csp_region", "role", "split")
+DEVICE_STATUS_COLUMNS = (
+    "guid",
+    "batch",
+    "deployment_status",
+    "status_at",
+    "firmware_version",
+    "failure_reason",
+)
+
+# Live: published and not finished (a draft is nobody's business but DCC's).
+NOT_LIVE = tuple(sorted({Status.DRAFT, *TERMINAL}))
+
+
+def guid_sql(column: str) -> str:
+    """00-DB-12-…: the display spelling, which no spreadsheet mistakes for a number."""
+    return "concat_ws('-', " + ", ".join(f"substr({column}, {i}, 2)" for i in range(1, 17, 2)) + ")"
+
+
+def role_sql(imp: str, gas: str) -> str:
+    """The Supplier's role on a hub; `o.org` is the Supplier (P4: the other one is never named)."""
+    return (
+        f"CASE WHEN {imp} = o.org AND {gas} = o.org THEN 'import+gas' "
+        f"WHEN {imp} = o.org THEN 'import' ELSE 'gas' END"
+    )
+
+
+def split_sql(imp: str, gas: str) -> str:
+    return f"CASE WHEN {imp} IS NOT NULL AND {gas} IS NOT NULL AND {imp} <> {gas} THEN 'yes' ELSE 'no' END"
+
+
+@dataclass
+class Download:
+    filename: str
+    content_type: str
+    rows: int
+    chunks: Iterator[bytes] | None = None  # CSV: streamed
+    file: IO[bytes] | None = None  # XLSX: a temporary file, deleted when closed
+
+
+def _require(user: User, *kinds: OrgKind) -> Organisation:
+    org = user.organisation
+    if org is None or org.kind not in kinds:
+        raise PermissionDenied
+    return org
+
+
+def _download(user: User, name: str, obj: models.Model, query: Query, fmt: Format, filename: str) -> Download:
+    """Build the file and record the download (X2): CSV counts its rows first, XLSX once written."""
+    if fmt == "csv":
+        rows = query.count()
+        download = Download(f"{filename}.csv", CONTENT_TYPES["csv"], rows, chunks=copy_csv(query))
+    elif fmt == "xlsx":
+        handle, rows = xlsx_file(query)
+        download = Download(f"{filename}.xlsx", CONTENT_TYPES["xlsx"], rows, file=handle)
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    audit.record(user, f"export.{name}", obj, rows=rows, format=fmt)
+    return download
+
+
+# -- the Supplier's estate report (U2) -------------------------------------------------------------
+
+
+ESTATE_HUBS = """FROM (SELECT %s::bigint AS org) o
+            JOIN rollouts_hub h ON (h.import_supplier_id = o.org OR h.gas_supplier_id = o.org)"""
+
+
+def estate_query(org: Organisation) -> Query:
+    """Every hub in the SMI where `org` is Import or Gas Supplier, with its live rollout row if any.
+
+    The live rollout rows are one hash join (not a lookup per hub); a hub in two live rollouts shows
+    the most recently published one.
+    """
+    return Query(
+        columns=ESTATE_COLUMNS,
+        select=[
+            guid_sql("h.guid"),
+            "d.cpl_code",
+            "f.version",
+            "h.region",
+            role_sql("h.import_supplier_id", "h.gas_supplier_id"),
+            split_sql("h.import_supplier_id", "h.gas_supplier_id"),
+            "x.reference",
+            "lower(x.stage)",
+            "x.group",
+            "x.status",
+            iso_sql("x.status_at"),
+            iso_sql("x.planned_activation_at"),
+            "nullif(x.failure_reason, '')",
+        ],
+        from_sql=f"""
+            {ESTATE_HUBS}
+            JOIN rollouts_devicemodel d ON d.id = h.device_model_id
+            JOIN rollouts_firmwareversion f ON f.id = h.firmware_version_id
+            LEFT JOIN (
+                SELECT DISTINCT ON (rh.hub_id) rh.hub_id, r.reference, r.stage, rh."group", rh.status,
+                       rh.status_at, rh.planned_activation_at, rh.failure_reason
+                FROM rollouts_rollouthub rh JOIN rollouts_rollout r ON r.id = rh.rollout_id
+                WHERE r.published_at IS NOT NULL
+                  AND r.status NOT IN ({", ".join(f"'{s}'" for s in NOT_LIVE)})
+                  AND (rh.import_supplier_id = %s OR rh.gas_supplier_id = %s)
+                ORDER BY rh.hub_id, r.published_at DESC, r.id DESC
+            ) x ON x.hub_id = h.id
+            WHERE h.status = 'in_smi'""",
+        params=[org.pk, org.pk, org.pk],
+        # No ORDER BY: GUID order means random heap reads over millions of hubs (2x slower at 1M).
+        text_columns=("device_model", "rollout", "failure_reason"),
+        count_from_sql=f"{ESTATE_HUBS} WHERE h.status = 'in_smi'",
+        count_params=[org.pk],
+    )
+
+
+def estate_size(org: Organisation) -> int:
+    return estate_query(org).count()
+
+
+def download_estate_report(*, user: User, fmt: Format) -> Download:
+    """U2: the Supplier's whole estate, one row per hub (P3, P4). Audited as export.estate."""
+    org = _require(user, OrgKind.SUPPLIER)
+    return _download(user, "estate", org, estate_query(org), fmt, f"estate-{org.slug}")
+
+
+# -- eligibility of one rollout, to a Supplier -------------------------------------------------------
+
+
+def eligibility_query(org: Organisation, rollout: Rollout) -> Query:
+    return Query(
+        columns=ELIGIBILITY_COLUMNS,
+        select=[
+            guid_sql("h.guid"),
+            "d.cpl_code",
+            "f.version",
+            "rh.region",
+            role_sql("rh.import_supplier_id", "rh.gas_supplier_id"),
+            split_sql("rh.import_supplier_id", "rh.gas_supplier_id"),
+        ],
+        from_sql="""
+            FROM (SELECT %s::bigint AS org) o
+            JOIN rollouts_rollouthub rh
+              ON rh.rollout_id = %s AND (rh.import_supplier_id = o.org OR rh.gas_supplier_id = o.org)
+            JOIN rollouts_hub h ON h.id = rh.hub_id
+            JOIN rollouts_devicemodel d ON d.id = h.device_model_id
+            JOIN rollouts_firmwareversion f ON f.id = h.firmware_version_id""",
+        params=[org.pk, rollout.pk],
+        order_by="h.guid",
+        text_columns=("device_model",),
+    )
+
+
+def download_eligibility(*, user: User, rollout: Rollout, fmt: Format = "csv") -> Download:
+    """The Supplier's eligible hubs of a rollout with its role on each (N2, P4)."""
+    org = _require(user, OrgKind.SUPPLIER)
+    query = eligibility_query(org, rollout)
+    return _download(user, "eligibility", rollout, query, fmt, f"{rollout.reference}-eligibility")
+
+
+# -- device status of one rollout, to a CSP (its region) or DCC (all) ------------------------------
+
+
+def device_status_query(org: Organisation, rollout: Rollout) -> Query:
+    region = "AND rh.region = %s" if org.kind == OrgKind.CSP else ""
+    return Query(
+        columns=DEVICE_STATUS_COLUMNS,
+        select=[
+            guid_sql("h.guid"),
+            "b.name",
+            "rh.status",
+            iso_sql("rh.status_at"),
+            "f.version",
+            "nullif(rh.failure_reason, '')",
+        ],
+        from_sql=f"""
+            FROM rollouts_rollouthub rh
+            JOIN rollouts_hub h ON h.id = rh.hub_id
+            JOIN rollouts_firmwareversion f ON f.id = h.firmware_version_id
+            LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
+            WHERE rh.rollout_id = %s {region}""",
+        order_by="h.guid",
+        text_columns=("batch", "failure_reason"),
+        params=[rollout.pk, org.region] if region else [rollout.pk],
+    )
+
+
+def download_device_status(*, user: User, rollout: Rollout, fmt: Format = "csv") -> Download:
+    """Deployment status of each hub of a rollout: a CSP's region, or every hub for DCC (P3)."""
+    org = _require(user, OrgKind.CSP, OrgKind.DCC)
+    query = device_status_query(org, rollout)
+    return _download(user, "device_status", rollout, query, fmt, f"{rollout.reference}-device-status")
