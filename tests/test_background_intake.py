@@ -203,7 +203,7 @@ def send(task_args: list, worker) -> dict:
     client.conf.task_always_eager = False
     result = client.send_task("rollouts.tasks.process_upload_task", args=task_args)
     try:
-        return result.get(timeout=90)
+        return result.get(timeout=90, disable_sync_subtasks=False)  # the test is not a task
     except Exception:
         worker.terminate()
         pytest.fail(f"no answer from the worker:\n{worker.communicate(timeout=10)[0]}")

@@ -55,7 +55,7 @@ def test_a_task_runs_in_the_worker_process(worker):
     client.conf.task_always_eager = False
     result = client.send_task("rollouts.tasks.ping")
     try:
-        answer = result.get(timeout=60)
+        answer = result.get(timeout=60, disable_sync_subtasks=False)  # the test is not a task
     except Exception:
         worker.terminate()
         pytest.fail(f"no answer from the worker:\n{worker.communicate(timeout=10)[0]}")

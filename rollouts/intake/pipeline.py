@@ -158,14 +158,19 @@ def process_upload(upload_id: int, handler: Handler) -> Upload:
     return apply_upload(upload, handler)
 
 
-def apply_upload(upload: Upload, handler: Handler) -> Upload:
+def apply_upload(upload: Upload, handler: Handler, *, dedupe: bool = True) -> Upload:
     """Stage, check and apply one received upload, all or nothing, inside the caller's transaction
     (services that must hold a lock across it call this directly; `process_upload` wraps it).
 
-    The same file as the latest applied one of the same kind, rollout and sender is recognised and
-    not applied twice (X2).
+    With `dedupe`, the same file as the latest applied one of the same kind, rollout and sender is
+    recognised and not applied twice (X2); lists whose re-sending means something (an instruction
+    sent again after a withdrawal) pass dedupe=False.
     """
-    if same := _same_as_latest_applied(upload):
+    if upload.state != UploadState.VALIDATING:
+        upload.state = UploadState.VALIDATING
+        upload.started_at = timezone.now()
+        upload.save(update_fields=["state", "started_at"])
+    if dedupe and (same := _same_as_latest_applied(upload)):
         return _finish_same(upload, same)
     try:
         with transaction.atomic():

@@ -176,7 +176,11 @@ class HubInstruction(models.Model):
     """The standing instruction of one Supplier for one hub of one rollout (E1-E3). A new instruction
     replaces it; a withdrawal, a stop (I3) or a Supplier change (E6) removes it."""
 
-    rollout = models.ForeignKey("rollouts.Rollout", on_delete=models.PROTECT, related_name="+")
+    # No index of its own on `rollout`: the unique (rollout, hub, supplier) index serves it, and a
+    # bare rollout index lured the planner of `replan` into scanning every instruction per hub.
+    rollout = models.ForeignKey(
+        "rollouts.Rollout", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     hub = models.ForeignKey("rollouts.Hub", on_delete=models.PROTECT, related_name="+")
     supplier = models.ForeignKey("rollouts.Organisation", on_delete=models.PROTECT, related_name="+")
     instruction = models.ForeignKey(Instruction, on_delete=models.PROTECT, related_name="hubs")

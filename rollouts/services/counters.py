@@ -74,7 +74,7 @@ def create_delta_table(cursor) -> None:
     cursor.execute(f"DROP TABLE IF EXISTS {DELTA_TABLE}")
     cursor.execute(
         f"""CREATE TEMP TABLE {DELTA_TABLE} (
-                rollout_id bigint NOT NULL,
+                rollout_id bigint NOT NULL, hub_id bigint,
                 old_import bigint, old_gas bigint, old_region text, old_group text, old_status text,
                 new_import bigint, new_gas bigint, new_region text, new_group text, new_status text
             ) ON COMMIT DROP"""

@@ -16,6 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from .counters import DELTA_TABLE, apply_deltas, create_delta_table
+from .instructions import lapse_for_supplier_changes, notify_joiners_not_covered
 from .piloting import recompute_pilot_group
 
 LIVE = "('ACTIVE', 'PAUSED', 'SUSPENDED')"
@@ -44,7 +45,7 @@ def reconcile_live_rollouts(upload_id: int) -> dict[str, Any]:
                 RETURNING o.*
             )
             INSERT INTO {DELTA_TABLE}
-            SELECT o.rollout_id, {OLD}, o.import_supplier_id, o.gas_supplier_id, o.region, o."group", 'left'
+            SELECT o.rollout_id, NULL, {OLD}, o.import_supplier_id, o.gas_supplier_id, o.region, o."group", 'left'
             FROM gone o""",
             params,
         )
@@ -67,8 +68,8 @@ def reconcile_live_rollouts(upload_id: int) -> dict[str, Any]:
         cursor.execute(
             f"""
             WITH o AS (
-                SELECT rh.id, rh.rollout_id, rh.import_supplier_id, rh.gas_supplier_id, rh.region, rh."group",
-                       rh.status, m.import_supplier_id AS new_import, m.gas_supplier_id AS new_gas,
+                SELECT rh.id, rh.rollout_id, rh.hub_id, rh.import_supplier_id, rh.gas_supplier_id, rh.region,
+                       rh."group", rh.status, m.import_supplier_id AS new_import, m.gas_supplier_id AS new_gas,
                        m.region AS new_region, m.auto_deploy_at
                 FROM membership_candidates m
                 JOIN rollouts_rollouthub rh ON rh.rollout_id = m.rollout_id AND rh.hub_id = m.hub_id
@@ -82,7 +83,8 @@ def reconcile_live_rollouts(upload_id: int) -> dict[str, Any]:
                 RETURNING o.*
             )
             INSERT INTO {DELTA_TABLE}
-            SELECT o.rollout_id, {OLD}, o.new_import, o.new_gas, o.new_region, 'safe_launch', 'pending' FROM back o
+            SELECT o.rollout_id, o.hub_id, {OLD}, o.new_import, o.new_gas, o.new_region, 'safe_launch', 'pending'
+            FROM back o
             """,
             params,
         )
@@ -97,10 +99,11 @@ def reconcile_live_rollouts(upload_id: int) -> dict[str, Any]:
                        %(now)s, '', auto_deploy_at, 'automatic', false
                 FROM membership_candidates
                 ON CONFLICT (rollout_id, hub_id) DO NOTHING
-                RETURNING rollout_id, import_supplier_id, gas_supplier_id, region
+                RETURNING rollout_id, hub_id, import_supplier_id, gas_supplier_id, region
             )
-            INSERT INTO {DELTA_TABLE} (rollout_id, new_import, new_gas, new_region, new_group, new_status)
-            SELECT rollout_id, import_supplier_id, gas_supplier_id, region, 'safe_launch', 'pending' FROM joined
+            INSERT INTO {DELTA_TABLE} (rollout_id, hub_id, new_import, new_gas, new_region, new_group, new_status)
+            SELECT rollout_id, hub_id, import_supplier_id, gas_supplier_id, region, 'safe_launch', 'pending'
+            FROM joined
             """,
             params,
         )
@@ -127,7 +130,8 @@ def reconcile_live_rollouts(upload_id: int) -> dict[str, Any]:
                 RETURNING o.*
             )
             INSERT INTO {DELTA_TABLE}
-            SELECT o.rollout_id, {OLD}, o.new_import, o.new_gas, o.new_region, o."group", o.status FROM moved o
+            SELECT o.rollout_id, NULL, {OLD}, o.new_import, o.new_gas, o.new_region, o."group", o.status
+            FROM moved o
             """,
             params,
         )
@@ -141,15 +145,26 @@ def reconcile_live_rollouts(upload_id: int) -> dict[str, Any]:
         apply_deltas(cursor)
         cursor.execute("DROP TABLE membership_candidates")
         cursor.execute(
-            f"""SELECT DISTINCT d.rollout_id FROM {DELTA_TABLE} d JOIN rollouts_rollout r ON r.id = d.rollout_id
-                WHERE r.stage = 'NOTIFICATION'"""
+            f"""SELECT rollout_id, array_agg(hub_id) FROM {DELTA_TABLE}
+                WHERE hub_id IS NOT NULL AND new_status = 'pending' GROUP BY 1"""
         )
-        before_pilot = [row[0] for row in cursor.fetchall()]
-    for rollout_id in before_pilot:  # PL6: amendments of former Suppliers no longer count
-        recompute_pilot_group(rollout_id)
+        joiners = dict(cursor.fetchall())
+        cursor.execute(
+            f"""SELECT DISTINCT d.rollout_id, r.stage = 'NOTIFICATION' FROM {DELTA_TABLE} d
+                JOIN rollouts_rollout r ON r.id = d.rollout_id"""
+        )
+        stages = dict(cursor.fetchall())
+    lapsed = lapse_for_supplier_changes(sorted(stages))  # E6, before the pilot group is recomputed
+    for rollout_id, hub_ids in joiners.items():  # E4: "all my eligible hubs" did not cover them
+        notify_joiners_not_covered(rollout_id, hub_ids)
+    for rollout_id, before_pilot in stages.items():
+        if before_pilot:  # PL6: amendments of former Suppliers no longer count
+            recompute_pilot_group(rollout_id)
     return {
         "rollouts_touched": touched,
         "joined_rollouts": joined,
         "left_rollouts": left,
         "supplier_changed_in_rollouts": supplier_moved,
+        "instructions_lapsed": lapsed["instructions_lapsed"],
+        "amendments_lapsed": lapsed["amendments_lapsed"],
     }

@@ -285,14 +285,6 @@ def _require_pilot_open(rollout: Rollout, what: str) -> None:
         )
 
 
-def _process(upload: Upload, handler: Any) -> Upload:
-    """Stage, check and apply one upload in the caller's transaction, under its rollout lock (X3)."""
-    upload.state = UploadState.VALIDATING
-    upload.started_at = timezone.now()
-    upload.save(update_fields=["state", "started_at"])
-    return pipeline.apply_upload(upload, handler)
-
-
 def _fail_not_eligible(staging: Staging, rollout_id: int) -> None:
     """guid_not_eligible for a GUID the sender may see but that is not a hub of this rollout."""
     staging.fail(
@@ -387,7 +379,7 @@ def upload_default_pilot_list(
         rollout_id=rollout.pk,
     )
     handler = DefaultPilotListHandler(rollout=rollout, csp=csp)
-    upload = _process(upload, handler)
+    upload = pipeline.apply_upload(upload, handler)
     if upload.state == UploadState.APPLIED and handler.change is not None:
         suppliers = Organisation.objects.filter(
             kind=OrgKind.SUPPLIER, pk__in=_suppliers_in_region(rollout.pk, csp.region)
@@ -550,7 +542,7 @@ def upload_preferred_pilot_list(
         rollout_id=rollout.pk,
     )
     handler = PreferredPilotListHandler(rollout=rollout, supplier=supplier)
-    upload = _process(upload, handler)
+    upload = pipeline.apply_upload(upload, handler)
     if upload.state == UploadState.APPLIED and handler.change is not None:
         _tell_partners(rollout, supplier)
         _tell_csps(rollout, handler.change, why="A Supplier changed its Preferred Pilot List")
@@ -580,7 +572,7 @@ def preview_preferred_pilot(
             rollout_id=rollout.pk,
         )
         kept.append(upload)
-        upload = _process(upload, PreferredPilotListHandler(rollout=rollout, supplier=supplier))
+        upload = pipeline.apply_upload(upload, PreferredPilotListHandler(rollout=rollout, supplier=supplier))
         if upload.state == UploadState.REJECTED:
             return failures_of(upload), before, before_total
         return [], _own_pilot_guids(rollout.pk, supplier.pk), effective_pilot_count(rollout.pk)

@@ -176,6 +176,8 @@ def test_a_delta_reports_supplier_and_version_changes_with_the_old_values(smi):
         "joined_rollouts": 0,
         "left_rollouts": 0,
         "supplier_changed_in_rollouts": 0,
+        "instructions_lapsed": 0,
+        "amendments_lapsed": 0,
     }
     change = InventoryChange.objects.get(upload=upload)
     assert change.hub == hub(A) and change.supplier_changed and change.version_changed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rollouts.models import RolloutCounter, RolloutHub
+from rollouts.models import AuditEvent, RolloutCounter, RolloutHub
 from rollouts.services import counters
 from rollouts.services.inventory import load_inventory
 
@@ -75,7 +75,9 @@ def test_a_supplier_change_moves_the_hub_and_marks_it_for_e6(
     volt, gasco, oscar = (u.organisation.slug for u in (import_supplier, gas_supplier, other_supplier))
     load_inventory(user=None, content=inventory(f"00DB000000000001,010A030B,0002012F,north,{oscar},{gasco},"))
     moved = row(live, "00DB000000000001")
-    assert moved.import_supplier == other_supplier.organisation and moved.supplier_changed
+    assert moved.import_supplier == other_supplier.organisation
+    # marked for E6, and the mark is consumed in the same load by the lapse of instructions
+    assert AuditEvent.objects.filter(action="instruction.lapsed").exists() and not moved.supplier_changed
     assert not row(live, "00DB000000000002").supplier_changed
     by_org = {
         c.organisation.name: c.hubs for c in RolloutCounter.objects.filter(rollout=live, status="pending")
