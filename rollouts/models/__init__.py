@@ -7,9 +7,13 @@ from .parties import Organisation, OrgKind, Region, Role, User
 from .piloting import (
     Batch,
     ConstraintKind,
+    HubEvent,
     HubInstruction,
+    Incident,
+    IncidentOutcome,
     Instruction,
     InstructionKind,
+    PanelConfirmation,
     PilotAction,
     PilotAmendment,
     PilotReason,
@@ -40,6 +44,10 @@ from .rollouts import (
 
 __all__ = [
     "Batch",
+    "HubEvent",
+    "Incident",
+    "IncidentOutcome",
+    "PanelConfirmation",
     "ConstraintKind",
     "HubInstruction",
     "Instruction",

@@ -193,3 +193,73 @@ class HubInstruction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.supplier_id} {self.hub_id} at {self.deploy_at}"
+
+
+class HubEvent(models.Model):
+    """PL9, SL4: one device status record as reported (the enhanced-monitoring timeline of a hub)."""
+
+    rollout = models.ForeignKey(
+        "rollouts.Rollout", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    hub = models.ForeignKey(
+        "rollouts.Hub", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+    )
+    status = models.CharField(max_length=12)  # scheduled, distributed, activated, failed
+    at = models.DateTimeField()
+    reason = models.TextField(blank=True)
+    firmware_version = models.CharField(max_length=8, blank=True)
+    upload = models.ForeignKey(
+        "rollouts.Upload", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["rollout", "hub", "at"], name="hubevent_timeline")]
+
+    def __str__(self) -> str:
+        return f"{self.hub_id} {self.status} at {self.at}"
+
+
+class IncidentOutcome(models.TextChoices):
+    PROCEED = "proceed", "Proceed"
+    PAUSE = "pause", "Pause"
+    DELAY = "delay", "Delay the end date"
+    STOP = "stop", "Stop"
+    SUSPEND = "suspend", "Suspend at once"
+
+
+class PanelConfirmation(models.TextChoices):
+    PENDING = "pending", "Pending"
+    CONFIRMED = "confirmed", "Confirmed"
+    OVERTURNED = "overturned", "Overturned"
+
+
+class Incident(models.Model):
+    """I1-I3, B1: raised by a Supplier (visible to it and DCC only) or opened by the System at a threshold."""
+
+    rollout = models.ForeignKey("rollouts.Rollout", on_delete=models.PROTECT, related_name="incidents")
+    raised_by_org = models.ForeignKey(
+        "rollouts.Organisation", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )  # None: opened by the System (B1)
+    raised_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    raised_at = models.DateTimeField(default=timezone.now)
+    priority = models.CharField(max_length=10, default="high")
+    emergency_stop_requested = models.BooleanField(default=False)
+    description = models.TextField()
+    figures = models.JSONField(default=dict, blank=True)  # B1: failed share, reported, threshold, batch
+    outcome = models.CharField(max_length=10, choices=IncidentOutcome.choices, blank=True)
+    outcome_reason = models.TextField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    panel = models.CharField(max_length=10, choices=PanelConfirmation.choices, blank=True)
+    panel_recorded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Incident {self.pk} on {self.rollout_id}"

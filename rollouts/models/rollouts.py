@@ -123,6 +123,10 @@ class Rollout(models.Model):
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     eligible_count = models.PositiveIntegerField(default=0)
+    # B1: the System pauses the rollout when the failed share of a batch (or of the pilot) passes this,
+    # once at least `failure_threshold_min_reported` hubs of it have reported.
+    failure_threshold_pct = models.DecimalField(max_digits=5, decimal_places=2, default=5)
+    failure_threshold_min_reported = models.PositiveIntegerField(default=20)
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
