@@ -1,0 +1,49 @@
+"""Databases for `make bench` (no Django needed).
+
+python -m bench.db inv-url URL   # prints URL with "_inv" appended to the database name
+python -m bench.db ensure URL    # creates the database of URL when it is missing
+"""
+
+from __future__ import annotations
+
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+
+def inv_url(url: str) -> str:
+    """The second bench database (load_inventory into an empty hub table): NAME -> NAME_inv."""
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/") or "chfw_bench"
+    return urlunsplit(parts._replace(path=f"/{name}_inv"))
+
+
+def ensure(url: str) -> bool:
+    """Create the database named in `url` if it does not exist; True when it was created."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if not name:
+        raise SystemExit(f"{url}: no database name")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:  # CREATE DATABASE cannot run in a transaction
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return True
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[1] not in {"inv-url", "ensure"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if argv[1] == "inv-url":
+        print(inv_url(argv[2]))
+    elif ensure(argv[2]):
+        print(f"Created database {urlsplit(argv[2]).path.lstrip('/')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

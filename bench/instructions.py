@@ -1,0 +1,218 @@
+"""Instruction benchmark (issue 5): figures printed, never asserted.
+
+    python -m bench.instructions [--quick] [--big N]
+
+Needs DATABASE_URL (migrated; `make bench` gives chfw_bench) and PORTAL_TESTING=true. Builds, once, its
+own estate with a bare COPY (device model 1E570001, GUIDs 00BE..., so it never touches bench.intake's
+hubs): one live rollout with 50,000 split hubs (Suppliers A import, B gas) and N hubs of one big
+Supplier (default 1,000,000; --quick 100,000). Then times the services, each one durable transaction
+committed as in production (the rollout lock, staging, HubInstruction upsert, replan, notices):
+
+  file 50k (A)           instruction file of 50,000 split-hub GUIDs by A (plan unchanged: B not yet)
+  file 50k (B, split)    the same hubs by B: all 50,000 move to the later time
+  file 50k replace (A)   A replaces its instruction with a later time
+  withdraw 50k (A)       A withdraws all: the hubs return to the automatic time
+  selection 50k (big)    a list of 50,000 GUIDs
+  all eligible (big)     "all my eligible hubs" for the big Supplier (N hubs)
+  withdraw all (big)     and back
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from time import perf_counter
+
+SPLIT_HUBS = 50_000
+MODEL = "1E570001"
+
+
+def _django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chfw_portal.settings")
+    os.environ.setdefault(
+        "EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend"
+    )  # no console flood
+    import logging
+
+    import django
+
+    django.setup()
+    logging.getLogger("celery").setLevel(logging.WARNING)
+
+
+def guid(prefix: int, i: int) -> str:
+    return f"00BE{prefix:02X}{i:010X}"
+
+
+def estate(big: int) -> dict:
+    from django.db import connection
+    from django.utils import timezone
+
+    from rollouts.models import DeviceModel, FirmwareVersion, Organisation, OrgKind, Rollout, RolloutHub, User
+
+    dcc, _ = Organisation.objects.get_or_create(kind=OrgKind.DCC, defaults={"name": "DCC", "slug": "dcc"})
+    orgs = {
+        key: Organisation.objects.get_or_create(
+            slug=f"bench-instr-{key}",
+            defaults={"name": f"Bench Instr {key.upper()}", "kind": OrgKind.SUPPLIER},
+        )[0]
+        for key in ("a", "b", "big")
+    }
+    users = {
+        key: User.objects.filter(email=f"{key}@bench-instr.test").first()
+        or User.objects.create_user(f"{key}@bench-instr.test", "bench-password-1", organisation=org)
+        for key, org in {**orgs, "dcc": dcc}.items()
+    }
+    model, _ = DeviceModel.objects.get_or_create(
+        cpl_code=MODEL, defaults={"manufacturer": "Bench", "model": "BI", "hardware_version": "1"}
+    )
+    v1, _ = FirmwareVersion.objects.get_or_create(device_model=model, version="00000001")
+    v2, _ = FirmwareVersion.objects.get_or_create(device_model=model, version="00000002")
+    now = timezone.now()
+    rollout = Rollout.objects.filter(reference="BENCH-INSTR").first()
+    if rollout is None:
+        rollout = Rollout.objects.create(
+            reference="BENCH-INSTR",
+            title="Instruction bench",
+            device_model=model,
+            target_version=v2,
+            release_note_url="https://example.test/notes",
+            severity="high",
+            priority="high",
+            release_type="sec_release",
+            impact="operational",
+            status="ACTIVE",
+            published_at=now,
+            created_by=users["dcc"],
+        )
+    # Keep the timeline ahead of now on every run.
+    rollout.auto_deploy_at = now + dt.timedelta(days=150)
+    rollout.save(update_fields=["auto_deploy_at"])
+    wanted = {0: SPLIT_HUBS, 1: big}
+    with connection.cursor() as cursor:
+        for prefix, n in wanted.items():
+            cursor.execute("SELECT count(*) FROM rollouts_hub WHERE guid LIKE %s", [f"00BE{prefix:02X}%"])
+            have = cursor.fetchone()[0]
+            if have >= n:
+                continue
+            t = perf_counter()
+            imp = orgs["a"].pk if prefix == 0 else orgs["big"].pk
+            gas = orgs["b"].pk if prefix == 0 else None
+            with cursor.copy(
+                "COPY rollouts_hub (guid, device_model_id, firmware_version_id, region, import_supplier_id, "
+                "gas_supplier_id, friendly, production_proving, status, firmware_as_of, updated_at) FROM STDIN"
+            ) as copy:
+                for i in range(have, n):
+                    copy.write_row(
+                        [
+                            guid(prefix, i),
+                            model.pk,
+                            v1.pk,
+                            "north",
+                            imp,
+                            gas,
+                            False,
+                            False,
+                            "in_smi",
+                            now,
+                            now,
+                        ]
+                    )
+            print(f"setup: COPY {n - have:,} hubs in {perf_counter() - t:.1f} s", flush=True)
+        t = perf_counter()
+        cursor.execute(
+            """INSERT INTO rollouts_rollouthub (rollout_id, hub_id, import_supplier_id, gas_supplier_id, region,
+                   "group", status, status_at, failure_reason, planned_activation_at, activation_source,
+                   supplier_changed, in_default_pilot, pilot_reason)
+               SELECT %s, h.id, h.import_supplier_id, h.gas_supplier_id, h.region, 'safe_launch', 'pending', %s, '',
+                      %s, 'automatic', false, false, ''
+               FROM rollouts_hub h WHERE h.device_model_id = %s
+               ON CONFLICT (rollout_id, hub_id) DO NOTHING""",
+            [rollout.pk, now, rollout.auto_deploy_at, model.pk],
+        )
+        if cursor.rowcount:
+            print(f"setup: {cursor.rowcount:,} rollout hubs in {perf_counter() - t:.1f} s", flush=True)
+        # A clean start: no standing instructions, every hub at the automatic time.
+        cursor.execute("DELETE FROM rollouts_hubinstruction WHERE rollout_id = %s", [rollout.pk])
+        cursor.execute(
+            "UPDATE rollouts_rollouthub SET planned_activation_at = %s, activation_source = 'automatic', "
+            "status = 'pending' WHERE rollout_id = %s AND (planned_activation_at <> %s OR activation_source <> "
+            "'automatic' OR status <> 'pending')",
+            [rollout.auto_deploy_at, rollout.pk, rollout.auto_deploy_at],
+        )
+        cursor.execute("ANALYZE rollouts_hub; ANALYZE rollouts_rollouthub; ANALYZE rollouts_hubinstruction")
+    assert RolloutHub.objects.filter(rollout=rollout).count() >= SPLIT_HUBS
+    return {"rollout": rollout, "users": users}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")))
+    parser.add_argument("--big", type=int, default=None, help="hubs of the big Supplier (default 1,000,000)")
+    args = parser.parse_args(argv)
+    big = args.big or (100_000 if args.quick else 1_000_000)
+    _django()
+    from django.core.files.base import ContentFile
+
+    from rollouts.models import RolloutHub
+    from rollouts.services.instructions import instruct_early_deployment, withdraw_instruction
+
+    data = estate(big)
+    rollout, users = data["rollout"], data["users"]
+    auto = rollout.auto_deploy_at
+    early, later = auto - dt.timedelta(days=60), auto - dt.timedelta(days=40)
+    split_file = ("guid\n" + "".join(guid(0, i) + "\n" for i in range(SPLIT_HUBS))).encode()
+    figures: list[tuple[str, int, float]] = []
+
+    def timed(label: str, fn) -> object:
+        t = perf_counter()
+        result = fn()
+        seconds = perf_counter() - t
+        hubs = getattr(result, "hub_count", None) or (
+            result.get("withdrawn") if isinstance(result, dict) else 0
+        )
+        figures.append((label, hubs, seconds))
+        print(f"{label:<28} {hubs:>10,} hubs {seconds:8.2f} s", flush=True)
+        return result
+
+    def by_file(user, at):
+        return instruct_early_deployment(
+            user=user,
+            rollout_id=rollout.pk,
+            content=ContentFile(split_file, name="bench.csv"),
+            default_deploy_at=at,
+        )
+
+    timed("file 50k (A)", lambda: by_file(users["a"], early))
+    timed("file 50k (B, split)", lambda: by_file(users["b"], later))
+    moved = RolloutHub.objects.filter(rollout=rollout, planned_activation_at=later).count()
+    print(f"  split hubs at the later time after both: {moved:,}")
+    timed("file 50k replace (A)", lambda: by_file(users["a"], later + dt.timedelta(days=1)))
+    timed("withdraw 50k (A)", lambda: withdraw_instruction(user=users["a"], rollout_id=rollout.pk, all=True))
+    timed(
+        "selection 50k (big)",
+        lambda: instruct_early_deployment(
+            user=users["big"],
+            rollout_id=rollout.pk,
+            guids=[guid(1, i) for i in range(SPLIT_HUBS)],
+            default_deploy_at=early,
+        ),
+    )
+    timed(
+        f"all eligible ({big // 1000:,}k, big)",
+        lambda: instruct_early_deployment(
+            user=users["big"], rollout_id=rollout.pk, all_eligible=True, default_deploy_at=early
+        ),
+    )
+    timed(
+        "withdraw all (big)", lambda: withdraw_instruction(user=users["big"], rollout_id=rollout.pk, all=True)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
