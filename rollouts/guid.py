@@ -46,7 +46,9 @@ def parse_guid(text: str) -> str:
     candidate = text.strip(_SURROUNDING)
     if not _SPELLINGS.fullmatch(candidate):
         raise GuidFormatError(text)
-    return "".join(ch for ch in candidate if ch not in "-: ").upper()
+    if len(candidate) == 16:
+        return candidate.upper()
+    return candidate.replace(candidate[2], "").upper()  # one separator style per value (the pattern)
 
 
 def display_guid(value: str) -> str:

@@ -294,13 +294,15 @@ def _check_guids(staging: Staging) -> None:
             f'SELECT row_no, %s, "{name}", %s, NULL FROM {ROWS} WHERE "{name}" IS NOT NULL AND "{name}_hex" IS NULL',
             [name, "guid_format"],
         )
+        # The duplicated GUIDs first, then their row lists: string_agg only for those (1.6 s -> 0.6 s at 1M rows).
         staging.fail(
-            f"""SELECT r.row_no, %s, r."{name}", %s,
-                       format('This GUID appears more than once in the file, in rows %%s. Keep one row.', d.rows)
-                FROM {ROWS} r
-                JOIN (SELECT "{name}_hex" AS hex, string_agg(row_no::text, ', ' ORDER BY row_no) AS rows
-                      FROM {ROWS} WHERE "{name}_hex" IS NOT NULL GROUP BY 1 HAVING count(*) > 1) d
-                  ON d.hex = r."{name}_hex\"""",
+            f"""WITH d AS (SELECT "{name}_hex" AS hex FROM {ROWS} WHERE "{name}_hex" IS NOT NULL
+                           GROUP BY 1 HAVING count(*) > 1),
+                     l AS (SELECT r."{name}_hex" AS hex, string_agg(r.row_no::text, ', ' ORDER BY r.row_no) AS rows
+                           FROM {ROWS} r JOIN d ON d.hex = r."{name}_hex" GROUP BY 1)
+                SELECT r.row_no, %s, r."{name}", %s,
+                       format('This GUID appears more than once in the file, in rows %%s. Keep one row.', l.rows)
+                FROM {ROWS} r JOIN l ON l.hex = r."{name}_hex\"""",
             [name, "guid_duplicate"],
         )
 

@@ -17,7 +17,8 @@ from django.db import models
 
 from .. import audit
 from ..exports import Query, copy_csv, iso_sql, xlsx_file
-from ..models import TERMINAL, Organisation, OrgKind, Rollout, Status, User
+from ..models import TERMINAL, Organisation, OrgKind, Rollout, ScheduleRequest, Status, User
+from .schedules import DEPLOYMENT_PLAN_HEADER
 
 Format = Literal["csv", "xlsx"]
 CONTENT_TYPES = {
@@ -49,6 +50,12 @@ DEVICE_STATUS_COLUMNS = (
     "firmware_version",
     "failure_reason",
 )
+
+DEFAULT_PILOT_LIST_COLUMNS = ("guid",)
+SCHEDULE_COLUMNS = ("batch", "guid", "window_start", "window_end")  # A03 and A08: re-importable
+EFFECTIVE_PILOT_COLUMNS = ("guid", "csp_region", "batch", "window_start", "window_end", "why")
+DEPLOYMENT_PLAN_COLUMNS = tuple(DEPLOYMENT_PLAN_HEADER)
+SCHEDULE_REQUEST_COLUMNS = ("request", "constraint", "value", "guid", "status", "answer_reason", "conflict")
 
 # Live: published and not finished (a draft is nobody's business but DCC's).
 NOT_LIVE = tuple(sorted({Status.DRAFT, *TERMINAL}))
@@ -229,3 +236,191 @@ def download_device_status(*, user: User, rollout: Rollout, fmt: Format = "csv")
     org = _require(user, OrgKind.CSP, OrgKind.DCC)
     query = device_status_query(org, rollout)
     return _download(user, "device_status", rollout, query, fmt, f"{rollout.reference}-device-status")
+
+
+# -- piloting and schedules of one rollout, scoped by party (PL3, SL3, T5, PL5) --------------------------
+
+
+def _scope_sql(org: Organisation, alias: str = "rh") -> tuple[str, list[object]]:
+    """The rows of a rollout this organisation may see (P3): its region (CSP), its hubs (Supplier), all (DCC)."""
+    if org.kind == OrgKind.CSP:
+        return f"AND {alias}.region = %s", [org.region]
+    if org.kind == OrgKind.SUPPLIER:
+        return f"AND ({alias}.import_supplier_id = %s OR {alias}.gas_supplier_id = %s)", [org.pk, org.pk]
+    return "", []
+
+
+def default_pilot_list_query(org: Organisation, rollout: Rollout) -> Query:
+    """A02 as the CSPs uploaded it: the hubs on a Default Pilot List, in the layout a CSP uploads."""
+    scope, params = _scope_sql(org)
+    return Query(
+        columns=DEFAULT_PILOT_LIST_COLUMNS,
+        select=[guid_sql("h.guid")],
+        from_sql=f"""
+            FROM rollouts_rollouthub rh JOIN rollouts_hub h ON h.id = rh.hub_id
+            WHERE rh.rollout_id = %s AND rh.in_default_pilot AND rh.status <> 'left' {scope}""",
+        params=[rollout.pk, *params],
+        order_by="h.guid",
+        text_columns=(),
+    )
+
+
+def _schedule_query(org: Organisation, rollout: Rollout, group: str) -> Query:
+    """A03 (group pilot) or A08 (safe launch): each batched hub with its batch's window, in the upload layout."""
+    scope, params = _scope_sql(org)
+    return Query(
+        columns=SCHEDULE_COLUMNS,
+        select=[
+            "b.name",
+            guid_sql("h.guid"),
+            iso_sql("b.window_start"),
+            iso_sql("b.window_end"),
+        ],
+        from_sql=f"""
+            FROM rollouts_rollouthub rh
+            JOIN rollouts_batch b ON b.id = rh.batch_id AND b."group" = %s
+            JOIN rollouts_hub h ON h.id = rh.hub_id
+            WHERE rh.rollout_id = %s AND rh.status <> 'left' {scope}""",
+        params=[group, rollout.pk, *params],
+        order_by="b.region, b.window_start, b.name, h.guid",
+        text_columns=("batch",),
+    )
+
+
+def default_pilot_schedule_query(org: Organisation, rollout: Rollout) -> Query:
+    return _schedule_query(org, rollout, "pilot")
+
+
+def safe_launch_schedule_query(org: Organisation, rollout: Rollout) -> Query:
+    return _schedule_query(org, rollout, "safe_launch")
+
+
+def effective_pilot_group_query(org: Organisation, rollout: Rollout) -> Query:
+    """PL6: the effective pilot group with why each hub is in it (`pilot_reason`, set by recompute)."""
+    scope, params = _scope_sql(org)
+    return Query(
+        columns=EFFECTIVE_PILOT_COLUMNS,
+        select=[
+            guid_sql("h.guid"),
+            "rh.region",
+            "b.name",
+            iso_sql("b.window_start"),
+            iso_sql("b.window_end"),
+            "nullif(rh.pilot_reason, '')",
+        ],
+        from_sql=f"""
+            FROM rollouts_rollouthub rh
+            JOIN rollouts_hub h ON h.id = rh.hub_id
+            LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
+            WHERE rh.rollout_id = %s AND rh."group" = 'pilot' {scope}""",
+        params=[rollout.pk, *params],
+        order_by="h.guid",
+        text_columns=("batch",),
+    )
+
+
+def deployment_plan_query(org: Organisation, rollout: Rollout) -> Query:
+    """T5: each hub's batch, window, planned activation time and why (CSP: its region; DCC: all)."""
+    if org.kind == OrgKind.SUPPLIER:
+        raise PermissionDenied("The deployment plan is for CSPs and DCC.")
+    scope, params = _scope_sql(org)
+    return Query(
+        columns=DEPLOYMENT_PLAN_COLUMNS,
+        select=[
+            guid_sql("h.guid"),
+            "b.name",
+            iso_sql("b.window_start"),
+            iso_sql("b.window_end"),
+            iso_sql("rh.planned_activation_at"),
+            "rh.activation_source",
+        ],
+        from_sql=f"""
+            FROM rollouts_rollouthub rh
+            JOIN rollouts_hub h ON h.id = rh.hub_id
+            LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
+            WHERE rh.rollout_id = %s AND rh.status <> 'left' {scope}""",
+        params=[rollout.pk, *params],
+        order_by="h.guid",
+        text_columns=("batch",),
+    )
+
+
+# A request's value as text: blackout dates joined by ';', a time band as from-to, a batch name as given.
+_REQUEST_VALUE_SQL = """CASE jsonb_typeof(sr.value)
+    WHEN 'array' THEN array_to_string(ARRAY(SELECT jsonb_array_elements_text(sr.value)), ';')
+    WHEN 'object' THEN concat(sr.value ->> 'from', '-', sr.value ->> 'to')
+    ELSE sr.value #>> '{}' END"""
+
+
+def schedule_requests_query(org: Organisation, rollout: Rollout) -> Query:
+    """PL5: one row per (request, hub). For a CSP (its region) and DCC, `conflict` says whether another
+    Supplier asked a different value of the same constraint for that hub; a Supplier sees only its own
+    requests and never learns what its partner asked (P4), so its `conflict` is always `no`."""
+    through = ScheduleRequest.hubs.through._meta.db_table
+    if org.kind == OrgKind.SUPPLIER:
+        scope, params, conflict = "AND sr.supplier_id = %s", [org.pk], "'no'"
+    else:
+        scope, params = ("AND sr.region = %s", [org.region]) if org.kind == OrgKind.CSP else ("", [])
+        conflict = f"""CASE WHEN EXISTS (
+                SELECT 1 FROM {through} t2 JOIN rollouts_schedulerequest o ON o.id = t2.schedulerequest_id
+                WHERE t2.hub_id = t.hub_id AND o.id <> sr.id AND o.constraint_id = sr.constraint_id
+                  AND o.supplier_id <> sr.supplier_id AND o.value <> sr.value) THEN 'yes' ELSE 'no' END"""
+    return Query(
+        columns=SCHEDULE_REQUEST_COLUMNS,
+        select=["sr.id", "c.kind", _REQUEST_VALUE_SQL, guid_sql("h.guid"), "sr.state", "nullif(sr.answer_reason, '')", conflict],
+        from_sql=f"""
+            FROM rollouts_schedulerequest sr
+            JOIN rollouts_schedulingconstraint c ON c.id = sr.constraint_id
+            JOIN {through} t ON t.schedulerequest_id = sr.id
+            JOIN rollouts_hub h ON h.id = t.hub_id
+            WHERE sr.rollout_id = %s {scope}""",
+        params=[rollout.pk, *params],
+        order_by="sr.requested_at, sr.id, h.guid",
+        text_columns=("value", "answer_reason"),
+    )
+
+
+def download_default_pilot_list(*, user: User, rollout: Rollout, fmt: Format = "csv") -> Download:
+    """PL3: the Default Pilot List (A02): a CSP's region, a Supplier's own hubs, everything for DCC."""
+    org = _require(user, OrgKind.SUPPLIER, OrgKind.CSP, OrgKind.DCC)
+    query = default_pilot_list_query(org, rollout)
+    return _download(user, "default_pilot_list", rollout, query, fmt, f"{rollout.reference}-default-pilot-list")
+
+
+def download_default_pilot_schedule(*, user: User, rollout: Rollout, fmt: Format = "csv") -> Download:
+    """PL3: the Default Pilot Schedule (A03), scoped as the list; a CSP's download uploads back unchanged."""
+    org = _require(user, OrgKind.SUPPLIER, OrgKind.CSP, OrgKind.DCC)
+    query = default_pilot_schedule_query(org, rollout)
+    filename = f"{rollout.reference}-default-pilot-schedule"
+    return _download(user, "default_pilot_schedule", rollout, query, fmt, filename)
+
+
+def download_effective_pilot_group(*, user: User, rollout: Rollout, fmt: Format = "csv") -> Download:
+    """PL6: the effective pilot group with why each hub is in it; a Supplier sees its own hubs only."""
+    org = _require(user, OrgKind.SUPPLIER, OrgKind.CSP, OrgKind.DCC)
+    query = effective_pilot_group_query(org, rollout)
+    filename = f"{rollout.reference}-effective-pilot-group"
+    return _download(user, "effective_pilot_group", rollout, query, fmt, filename)
+
+
+def download_safe_launch_schedule(*, user: User, rollout: Rollout, fmt: Format = "csv") -> Download:
+    """SL3: the Safe Launch Schedule (A08): a Supplier's own hubs, a CSP's region, all for DCC."""
+    org = _require(user, OrgKind.SUPPLIER, OrgKind.CSP, OrgKind.DCC)
+    query = safe_launch_schedule_query(org, rollout)
+    filename = f"{rollout.reference}-safe-launch-schedule"
+    return _download(user, "safe_launch_schedule", rollout, query, fmt, filename)
+
+
+def download_deployment_plan(*, user: User, rollout: Rollout, fmt: Format = "csv") -> Download:
+    """T5: the deployment plan of a CSP's region (all regions for DCC)."""
+    org = _require(user, OrgKind.CSP, OrgKind.DCC)
+    query = deployment_plan_query(org, rollout)
+    return _download(user, "deployment_plan", rollout, query, fmt, f"{rollout.reference}-deployment-plan")
+
+
+def download_schedule_requests(*, user: User, rollout: Rollout, fmt: Format = "csv") -> Download:
+    """PL5: schedule requests received (CSP: its region; DCC: all), or a Supplier's own requests."""
+    org = _require(user, OrgKind.SUPPLIER, OrgKind.CSP, OrgKind.DCC)
+    query = schedule_requests_query(org, rollout)
+    filename = f"{rollout.reference}-schedule-requests"
+    return _download(user, "schedule_requests", rollout, query, fmt, filename)

@@ -39,8 +39,12 @@ DEFAULT_MAX_REMOVALS = 1000
 RESOLVED = f"""
     SELECT s.row_no, s.guid_hex AS guid, d.id AS device_model_id, f.id AS firmware_version_id,
            lower(btrim(s.csp_region)) AS region, imp.id AS import_supplier_id, gas.id AS gas_supplier_id,
-           'friendly' = ANY(s.flag_list) AS friendly, 'production_proving' = ANY(s.flag_list) AS production_proving
-    FROM (SELECT r.*, ARRAY(SELECT lower(btrim(t)) FROM unnest(string_to_array(r.flags, ';')) t) AS flag_list
+           coalesce('friendly' = ANY(s.flag_list), false) AS friendly,
+           coalesce('production_proving' = ANY(s.flag_list), false) AS production_proving
+    FROM (SELECT r.row_no, r.guid_hex, r.device_model, r.firmware_version, r.csp_region, r.import_supplier,
+                 r.gas_supplier,
+                 CASE WHEN btrim(coalesce(r.flags, '')) <> ''
+                      THEN ARRAY(SELECT lower(btrim(t)) FROM unnest(string_to_array(r.flags, ';')) t) END AS flag_list
           FROM {ROWS} r) s
     LEFT JOIN rollouts_devicemodel d ON d.cpl_code = upper(btrim(s.device_model))
     LEFT JOIN rollouts_firmwareversion f ON f.device_model_id = d.id AND f.version = upper(btrim(s.firmware_version))
@@ -110,25 +114,8 @@ class InventoryHandler:
         cursor = staging.cursor
         params = {"upload": upload.pk, "as_of": self.as_of}
         cursor.execute("CREATE INDEX ON inventory_resolved (guid); ANALYZE inventory_resolved")
-        # New hubs.
-        cursor.execute(
-            """
-            WITH new AS (
-                INSERT INTO rollouts_hub (guid, device_model_id, firmware_version_id, region, import_supplier_id,
-                                          gas_supplier_id, friendly, production_proving, status, firmware_as_of,
-                                          updated_at, left_at)
-                SELECT v.guid, v.device_model_id, v.firmware_version_id, v.region, v.import_supplier_id,
-                       v.gas_supplier_id, v.friendly, v.production_proving, 'in_smi', %(as_of)s, %(as_of)s, NULL
-                FROM inventory_resolved v
-                WHERE NOT EXISTS (SELECT 1 FROM rollouts_hub h WHERE h.guid = v.guid)
-                RETURNING id
-            )
-            INSERT INTO rollouts_inventorychange (upload_id, hub_id, is_new, supplier_changed, model_changed,
-                                                  version_changed, "left", returned)
-            SELECT %(upload)s, id, true, false, false, false, false, false FROM new""",
-            params,
-        )
-        # Changed hubs: the old values are read from the snapshot before the UPDATE. A load older than
+        # Changed hubs first: new ones do not exist yet, so nothing here can meet this load's inserts.
+        # The old values are read from the snapshot before the UPDATE. A load older than
         # the hub's confirmed firmware (as_of) never undoes it.
         cursor.execute(
             """
@@ -140,8 +127,6 @@ class InventoryHandler:
                        v.friendly AS new_friendly, v.production_proving AS new_pp,
                        %(as_of)s >= h.firmware_as_of AS newer
                 FROM inventory_resolved v JOIN rollouts_hub h ON h.guid = v.guid
-                WHERE NOT EXISTS (SELECT 1 FROM rollouts_inventorychange c
-                                  WHERE c.upload_id = %(upload)s AND c.hub_id = h.id)
             ), diff AS (
                 SELECT o.*,
                        (o.import_supplier_id IS DISTINCT FROM o.new_import
@@ -171,6 +156,24 @@ class InventoryHandler:
             SELECT %(upload)s, c.id, false, c.supplier_changed, c.model_changed, c.version_changed, false, c.returned,
                    c.import_supplier_id, c.gas_supplier_id, c.device_model_id, c.firmware_version_id
             FROM changed c JOIN upd USING (id)""",
+            params,
+        )
+        # New hubs.
+        cursor.execute(
+            """
+            WITH new AS (
+                INSERT INTO rollouts_hub (guid, device_model_id, firmware_version_id, region, import_supplier_id,
+                                          gas_supplier_id, friendly, production_proving, status, firmware_as_of,
+                                          updated_at, left_at)
+                SELECT v.guid, v.device_model_id, v.firmware_version_id, v.region, v.import_supplier_id,
+                       v.gas_supplier_id, v.friendly, v.production_proving, 'in_smi', %(as_of)s, %(as_of)s, NULL
+                FROM inventory_resolved v
+                WHERE NOT EXISTS (SELECT 1 FROM rollouts_hub h WHERE h.guid = v.guid)
+                RETURNING id
+            )
+            INSERT INTO rollouts_inventorychange (upload_id, hub_id, is_new, supplier_changed, model_changed,
+                                                  version_changed, "left", returned)
+            SELECT %(upload)s, id, true, false, false, false, false, false FROM new""",
             params,
         )
         if self.mode == "full":
