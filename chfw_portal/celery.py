@@ -23,4 +23,12 @@ app.conf.beat_schedule = {
         "task": "rollouts.tasks.send_deadline_reminders",
         "schedule": crontab(hour=6, minute=0),
     },
+    "start-due-safe-launches": {  # every minute (L5: at the end of the pilot window)
+        "task": "rollouts.tasks.start_due_safe_launches",
+        "schedule": crontab(),
+    },
+    "revert-passed-instructions": {  # every 5 minutes (I3: instructed times passing during a hold)
+        "task": "rollouts.tasks.revert_passed_instructions",
+        "schedule": crontab(minute="*/5"),
+    },
 }

@@ -57,3 +57,19 @@ def process_upload_task(upload_id: int, handler_path: str, handler_kwargs: dict)
 
     upload = process_upload_in_worker(upload_id, handler_path, handler_kwargs)
     return {"upload_id": upload.pk, "state": upload.state, "pid": os.getpid()}
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
+def start_due_safe_launches() -> int:
+    """L5: the System starts safe launch where the pilot window has ended after A06."""
+    from rollouts.services.progress import start_due_safe_launches
+
+    return start_due_safe_launches()
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
+def revert_passed_instructions() -> int:
+    """I3: instructed times that passed during a pause or suspension revert to the automatic time."""
+    from rollouts.services.incidents import revert_passed_instructions
+
+    return revert_passed_instructions()

@@ -4,7 +4,19 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db.models import F
 
-from rollouts.models import AuditEvent, Hub, Organisation, OrgKind, Proposal, Role, Rollout, User
+from rollouts.models import (
+    AuditEvent,
+    Hub,
+    HubEvent,
+    Incident,
+    Organisation,
+    OrgKind,
+    Proposal,
+    Role,
+    Rollout,
+    Upload,
+    User,
+)
 from rollouts.services.counters import counter_mismatches
 
 # From the issue: the demo organisations and their sign-ins.
@@ -61,6 +73,11 @@ def test_seed_demo_reaches_lifecycle_states_through_real_moves(db, settings):
             ("SAFE_LAUNCH", "ACTIVE"),
             ("NOTIFICATION", "REVOKED"),
             ("NOTIFICATION", "DRAFT"),
+            ("PILOTING", "ACTIVE"),
+            ("PILOTING", "PAUSED"),
+            ("PILOTING", "SUSPENDED"),
+            ("PILOTING", "STOPPED"),
+            ("CLOSURE", "CLOSED"),
         ]
     )
     assert Hub.objects.count() == 600
@@ -71,7 +88,22 @@ def test_seed_demo_reaches_lifecycle_states_through_real_moves(db, settings):
         "rollout.supersede",
         "rollout.revoke",
         "rollout.start_safe_launch_without_pilot",
+        "rollout.start_pilot",
+        "rollout.pause",
+        "rollout.suspend",
+        "rollout.post_pilot_success",
+        "rollout.post_pilot_failure",
+        "rollout.stop",
+        "rollout.close_stopped",
     } <= moves
+    paused = Rollout.objects.get(status="PAUSED")
+    assert AuditEvent.objects.filter(
+        action="rollout.pause", actor="system", object_id=str(paused.pk)
+    ).exists()
+    assert Incident.objects.filter(rollout=paused, raised_by_org=None).exists()  # B1
+    suspended = Rollout.objects.get(status="SUSPENDED")
+    assert Incident.objects.get(rollout=suspended).panel == "pending"
+    assert HubEvent.objects.exists() and Upload.objects.filter(kind="status_feed", state="applied").exists()
     assert counter_mismatches() == []
     split = (
         Hub.objects.exclude(import_supplier=None)

@@ -506,12 +506,21 @@ def _apply_four_eyes(name: str, notice: str | None = None):
             reason=proposal.reason,
             changes=changes or None,
         )
+        extra = ""
+        if rollout.status == Status.STOPPED:
+            from .incidents import void_pending_instructions
+
+            void_pending_instructions(rollout)  # I3: a stop voids the pending instructions
+        elif rollout.status == Status.CLOSED:
+            from .progress import closure_summary, describe_summary
+
+            extra = " " + describe_summary(closure_summary(rollout))  # C1: the final counts
         if notice:
             notify_parties(
                 rollout,
                 kind=f"rollout.{name}",
                 subject=f"{rollout.reference}: {notice}",
-                body=f"{rollout}: {notice}. {proposal.reason}".strip(),
+                body=f"{rollout}: {notice}. {proposal.reason}".strip() + extra,
             )
         return rollout
 

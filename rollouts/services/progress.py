@@ -1,0 +1,776 @@
+"""Deployment progress: the CSPs' device status feeds (PL9, SL4, U3), the failure threshold (B1), the
+retry of failed hubs (B2), the System's start of safe launch (L5, PL10) and the closure counts (C1).
+
+A status feed goes through the one intake pipeline. It is checked and applied set-based: the staged
+records are joined once against the hubs, the rollout's hubs and their batches (`feed_rows`); every
+rule is one INSERT … SELECT into the failures table; applying is one UPDATE … FROM of the rollout's
+hubs whose RETURNING old values feed the counter delta table (U1), one INSERT of the timeline events
+(HubEvent) and one UPDATE of the SMI versions (U3).
+
+Ordering: a record moves a hub only when its `at` is later than the hub's `status_at`; an older
+record is kept in the timeline and changes nothing else, and a record already in the timeline is
+not written again, so re-sending a feed changes nothing (it is applied with dedupe=False and is
+idempotent by `at`). A newer record may only move a hub forward: pending → scheduled → distributed →
+activated or failed; anything else is `status_invalid`. `activated` counts only on the rollout's
+target version; otherwise the hub is `failed` with "reported firmware X, expected Y" (U3).
+
+B1 "reported" means hubs with an outcome (activated or failed): the failed share is failed /
+(activated + failed), and it passes the threshold when strictly greater than the rollout's
+percentage, once at least `failure_threshold_min_reported` hubs have an outcome.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.db import connection, transaction
+from django.db.models import Max, Q, QuerySet, Sum
+from django.urls import reverse
+from django.utils import timezone
+
+from .. import audit
+from ..intake.pipeline import (
+    FAILURES,
+    ROWS,
+    Layout,
+    Staging,
+    apply_upload,
+    check_guids_visible,
+    receive_upload,
+)
+from ..models import (
+    Batch,
+    DeploymentStatus,
+    Group,
+    HubEvent,
+    Incident,
+    Organisation,
+    OrgKind,
+    Outcome,
+    Rollout,
+    RolloutCounter,
+    RolloutHub,
+    Stage,
+    Status,
+    Upload,
+    UploadKind,
+    UploadState,
+    User,
+)
+from ..transitions import apply_move
+from .counters import DELTA_TABLE, apply_deltas, create_delta_table
+from .notifications import notify, notify_parties
+from .planning import replan
+from .schedules import WindowTimeError, parse_window_time
+
+STATUS_FEED = Layout(
+    kind=UploadKind.STATUS_FEED,
+    columns={"guid": True, "status": True, "at": True, "reason": False, "firmware_version": False},
+)
+FEED_STATUSES = ("scheduled", "distributed", "activated", "failed")
+# Forward only: a newer record may move a hub to a higher rank, never back or sideways (status_invalid).
+RANK = "CASE {col} WHEN 'pending' THEN 0 WHEN 'scheduled' THEN 1 WHEN 'distributed' THEN 2 ELSE 3 END"
+CLOCK_SKEW = dt.timedelta(minutes=10)  # a record timed later than now + this is refused
+LIVE_STATUSES = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
+ON_HOLD = (Status.PAUSED, Status.SUSPENDED)
+OUTCOME_STATUSES = (DeploymentStatus.ACTIVATED, DeploymentStatus.FAILED)
+UNFINISHED = (DeploymentStatus.PENDING, DeploymentStatus.SCHEDULED, DeploymentStatus.DISTRIBUTED)
+
+
+def _fail(staging: Staging, select_sql: str, params: dict[str, Any]) -> None:
+    staging.cursor.execute(f"INSERT INTO {FAILURES} (row_no, col, value, code, message) {select_sql}", params)
+
+
+@dataclass
+class StatusFeedHandler:
+    """Checks and applies one CSP's device status feed for one rollout (PL9, SL4, U3)."""
+
+    rollout: Rollout
+    csp: Organisation
+    now: dt.datetime
+    layout: Layout = STATUS_FEED
+    summary: dict[str, Any] = field(default_factory=dict)
+    activated_by_supplier: dict[int, int] = field(default_factory=dict)
+    failed_by_supplier: dict[int, int] = field(default_factory=dict)
+    touched_batches: list[int] = field(default_factory=list)
+    pilot_touched: bool = False
+
+    @property
+    def _params(self) -> dict[str, Any]:
+        rollout = self.rollout
+        return {
+            "rollout": rollout.pk,
+            "region": self.csp.region,
+            "target": rollout.target_version.version.upper(),
+            "pilot_live": rollout.stage == Stage.PILOTING and rollout.status in LIVE_STATUSES,
+            "any_live": rollout.stage in (Stage.PILOTING, Stage.SAFE_LAUNCH)
+            and rollout.status in LIVE_STATUSES,
+            "on_hold": rollout.status in ON_HOLD,
+            "latest": self.now + CLOCK_SKEW,
+            "now": self.now,
+        }
+
+    def _stage_times(self, staging: Staging) -> None:
+        """`at` is parsed once per distinct text in Python (UK local time and clock changes, as for
+        schedule windows) and joined back in SQL."""
+        cursor = staging.cursor
+        cursor.execute(f"SELECT DISTINCT at FROM {ROWS} WHERE at IS NOT NULL")
+        parsed = []
+        for (value,) in cursor.fetchall():
+            try:
+                parsed.append((value, _parse_at(value), None, None))
+            except WindowTimeError as error:
+                code = "time_ambiguous" if error.code == "time_ambiguous" else "value_invalid"
+                parsed.append((value, None, code, error.message))
+        staging.create_temp(
+            "feed_times",
+            "SELECT NULL::text AS value, NULL::timestamptz AS at, NULL::text AS code, NULL::text AS message "
+            "WHERE false",
+        )
+        with cursor.copy("COPY feed_times (value, at, code, message) FROM STDIN") as copy:
+            for row in parsed:
+                copy.write_row(row)
+        cursor.execute("ANALYZE feed_times")
+
+    def check(self, staging: Staging, upload: Upload) -> None:
+        cursor = staging.cursor
+        params = self._params
+        self._stage_times(staging)
+        cursor.execute("DROP TABLE IF EXISTS feed_rows")
+        cursor.execute(
+            f"""CREATE TEMP TABLE feed_rows ON COMMIT DROP AS
+                SELECT r.row_no, r.guid, r.status AS status_given, lower(btrim(r.status)) AS status, r.at AS at_given,
+                       t.at, t.code AS at_code, t.message AS at_message,
+                       nullif(btrim(r.reason), '') AS reason, upper(nullif(btrim(r.firmware_version), '')) AS fw,
+                       h.id AS hub_id, h.region = %(region)s AS visible, rh.id AS rh_id, rh.status AS old_status,
+                       rh.status_at AS old_at, rh.batch_id, rh."group" AS hub_group,
+                       rh.import_supplier_id, rh.gas_supplier_id,
+                       b.held AS batch_held,
+                       (b.id IS NOT NULL AND rh.status <> 'left'
+                        AND ((%(pilot_live)s AND b."group" = 'pilot') OR (%(any_live)s AND NOT %(pilot_live)s)))
+                           AS live
+                FROM {ROWS} r
+                LEFT JOIN rollouts_hub h ON h.guid = r.guid_hex
+                LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = h.id
+                LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
+                LEFT JOIN feed_times t ON t.value = r.at""",
+            params,
+        )
+        # U3: `activated` on another version is a failure with that reason.
+        cursor.execute(
+            """ALTER TABLE feed_rows ADD COLUMN new_status text, ADD COLUMN new_reason text;
+               UPDATE feed_rows SET
+                   new_status = CASE WHEN status = 'activated' AND fw IS DISTINCT FROM %(target)s THEN 'failed'
+                                     ELSE status END,
+                   new_reason = CASE WHEN status = 'activated' AND fw IS NOT NULL AND fw <> %(target)s
+                                     THEN format('reported firmware %%s, expected %%s', fw, %(target)s)
+                                     WHEN status = 'failed' THEN coalesce(reason, '') ELSE '' END""",
+            params,
+        )
+        cursor.execute("ANALYZE feed_rows")
+        check_guids_visible(staging, self.csp)  # P3: unknown hubs and other regions' alike
+        _fail(
+            staging,
+            """SELECT row_no, 'status', status_given, 'value_invalid',
+                      'The status is one of scheduled, distributed, activated or failed.'
+               FROM feed_rows WHERE status IS NULL OR status NOT IN ('scheduled', 'distributed', 'activated', 'failed')""",
+            params,
+        )
+        _fail(
+            staging,
+            "SELECT row_no, 'at', at_given, at_code, at_message FROM feed_rows WHERE at_code IS NOT NULL",
+            params,
+        )
+        _fail(
+            staging,
+            """SELECT row_no, 'at', at_given, 'value_invalid',
+                      'This time is in the future: report a status once it has happened.'
+               FROM feed_rows WHERE at > %(latest)s""",
+            params,
+        )
+        _fail(
+            staging,
+            """SELECT row_no, 'reason', '', 'reason_missing', NULL FROM feed_rows
+               WHERE status = 'failed' AND reason IS NULL""",
+            params,
+        )
+        _fail(
+            staging,
+            """SELECT row_no, 'firmware_version', '', 'version_missing', NULL FROM feed_rows
+               WHERE status = 'activated' AND fw IS NULL""",
+            params,
+        )
+        _fail(
+            staging,
+            """SELECT row_no, 'guid', guid, 'hub_not_in_live_batch',
+                      CASE WHEN rh_id IS NULL THEN 'This Communications Hub is not part of this rollout.'
+                           WHEN old_status = 'left' THEN 'This Communications Hub has left the SMI.'
+                           WHEN batch_id IS NULL THEN 'This Communications Hub is not in any batch of this rollout.'
+                           ELSE 'The batch of this Communications Hub is not being deployed now.' END
+               FROM feed_rows WHERE visible AND NOT coalesce(live, false)""",
+            params,
+        )
+        moves = (
+            "visible AND live AND at IS NOT NULL AND at > old_at AND new_status IS NOT NULL "
+            "AND new_status <> old_status AND status IN ('scheduled', 'distributed', 'activated', 'failed')"
+        )
+        _fail(
+            staging,
+            f"""SELECT row_no, 'status', status_given, 'rollout_on_hold',
+                       CASE WHEN batch_held THEN 'The batch of this Communications Hub is held by DCC: nothing in it '
+                                                 'is distributed or activated until DCC releases it.'
+                            ELSE 'The rollout is paused or suspended: nothing is distributed or activated until '
+                                 'it resumes.' END
+                FROM feed_rows WHERE {moves} AND status IN ('distributed', 'activated')
+                  AND (%(on_hold)s OR batch_held)""",
+            params,
+        )
+        _fail(
+            staging,
+            f"""SELECT row_no, 'status', status_given, 'status_invalid',
+                       format('The hub is %%s since %%s; a later record cannot move it to %%s.',
+                              old_status, to_char(old_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                              new_status)
+                FROM feed_rows WHERE {moves}
+                  AND {RANK.format(col="new_status")} <= {RANK.format(col="old_status")}""",
+            params,
+        )
+
+    def apply(self, staging: Staging, upload: Upload) -> dict[str, Any]:
+        cursor = staging.cursor
+        params = {**self._params, "upload": upload.pk}
+        create_delta_table(cursor)
+        cursor.execute("DROP TABLE IF EXISTS feed_moved")
+        cursor.execute(
+            "CREATE TEMP TABLE feed_moved (hub_id bigint, batch_id bigint, hub_group text, new_status text, "
+            "import_id bigint, gas_id bigint, at timestamptz) ON COMMIT DROP"
+        )
+        # One UPDATE … FROM; RETURNING the old values into the counter deltas (U1).
+        cursor.execute(
+            f"""WITH o AS (
+                    SELECT f.rh_id, f.hub_id, f.batch_id, f.hub_group, f.new_status, f.new_reason, f.at,
+                           f.import_supplier_id, f.gas_supplier_id, f.old_status
+                    FROM feed_rows f
+                    WHERE f.visible AND f.live AND f.at > f.old_at AND f.new_status <> f.old_status
+                ), moved AS (
+                    UPDATE rollouts_rollouthub rh
+                    SET status = o.new_status, status_at = o.at, failure_reason = o.new_reason
+                    FROM o WHERE rh.id = o.rh_id
+                    RETURNING o.*, rh.rollout_id, rh.region, rh."group"
+                ), d AS (
+                    INSERT INTO {DELTA_TABLE}
+                    SELECT m.rollout_id, m.hub_id, m.import_supplier_id, m.gas_supplier_id, m.region, m."group",
+                           m.old_status, m.import_supplier_id, m.gas_supplier_id, m.region, m."group", m.new_status
+                    FROM moved m
+                )
+                INSERT INTO feed_moved SELECT hub_id, batch_id, hub_group, new_status, import_supplier_id,
+                                              gas_supplier_id, at FROM moved""",
+            params,
+        )
+        moved = cursor.rowcount
+        apply_deltas(cursor)
+        # The timeline (PL9): every record as reported, once (a repeated record is not written again).
+        cursor.execute(
+            """INSERT INTO rollouts_hubevent (rollout_id, hub_id, status, at, reason, firmware_version, upload_id,
+                                              recorded_at)
+               SELECT %(rollout)s, f.hub_id, f.status, f.at, f.new_reason, coalesce(f.fw, ''), %(upload)s, %(now)s
+               FROM feed_rows f
+               WHERE NOT EXISTS (SELECT 1 FROM rollouts_hubevent e
+                                 WHERE e.rollout_id = %(rollout)s AND e.hub_id = f.hub_id AND e.at = f.at
+                                   AND e.status = f.status)""",
+            params,
+        )
+        events = cursor.rowcount
+        # U3: the SMI records the new version of the hubs activated on the target.
+        cursor.execute(
+            """UPDATE rollouts_hub h
+               SET firmware_version_id = r.target_version_id, firmware_as_of = greatest(h.firmware_as_of, m.at),
+                   updated_at = %(now)s
+               FROM feed_moved m, rollouts_rollout r
+               WHERE r.id = %(rollout)s AND h.id = m.hub_id AND m.new_status = 'activated'
+                 AND h.firmware_version_id IS DISTINCT FROM r.target_version_id""",
+            params,
+        )
+        smi_updated = cursor.rowcount
+        cursor.execute(
+            """SELECT s.org, count(*) FILTER (WHERE m.new_status = 'activated'),
+                      count(*) FILTER (WHERE m.new_status = 'failed')
+               FROM feed_moved m
+               CROSS JOIN LATERAL (SELECT m.import_id AS org UNION SELECT m.gas_id) s
+               WHERE s.org IS NOT NULL AND m.new_status IN ('activated', 'failed')
+               GROUP BY 1"""
+        )
+        for org, activated, failed in cursor.fetchall():
+            self.activated_by_supplier[org] = activated
+            self.failed_by_supplier[org] = failed
+        cursor.execute(
+            """SELECT array_agg(DISTINCT batch_id) FILTER (WHERE new_status IN ('activated', 'failed')),
+                      bool_or(hub_group = 'pilot'),
+                      count(*) FILTER (WHERE new_status = 'scheduled'),
+                      count(*) FILTER (WHERE new_status = 'distributed'),
+                      count(*) FILTER (WHERE new_status = 'activated'),
+                      count(*) FILTER (WHERE new_status = 'failed')
+               FROM feed_moved"""
+        )
+        batches, pilot, scheduled, distributed, activated, failed = cursor.fetchone()
+        self.touched_batches = sorted(b for b in (batches or []) if b is not None)
+        self.pilot_touched = bool(pilot)
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE status = 'activated' AND new_status = 'failed') FROM feed_rows "
+            "WHERE visible AND live AND at > old_at AND new_status <> old_status"
+        )
+        wrong_version = cursor.fetchone()[0]
+        self.summary = {
+            "rollout": self.rollout.pk,
+            "region": self.csp.region,
+            "records": staging.row_count,
+            "moved": moved,
+            "unchanged": staging.row_count - moved,
+            "scheduled": scheduled,
+            "distributed": distributed,
+            "activated": activated,
+            "failed": failed,
+            "failed_wrong_version": wrong_version,
+            "events": events,
+            "smi_versions_updated": smi_updated,
+        }
+        return self.summary
+
+
+def _parse_at(value: str) -> dt.datetime:
+    text = value.strip()
+    try:  # the common case, a full time with an offset: no regex, no clock-change check needed
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is not None and parsed.tzinfo is not None and ("T" in text or " " in text):
+        return parsed.astimezone(dt.UTC)
+    return parse_window_time(text, end=False)
+
+
+def records_file(records: Iterable[dict[str, Any]]) -> ContentFile:
+    """API records (dicts with the layout's columns) as the CSV the pipeline reads: staged the same way."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    names = STATUS_FEED.names
+    writer.writerow(names)
+    for record in records:
+        row = []
+        for name in names:
+            value = record.get(name)
+            if isinstance(value, dt.datetime):
+                value = value.isoformat()
+            row.append("" if value is None else str(value))
+        writer.writerow(row)
+    return ContentFile(out.getvalue().encode(), name="status-feed.csv")
+
+
+def _require(user: User | None, kind: OrgKind) -> Organisation:
+    org = user.organisation if user is not None and user.organisation_id else None
+    if org is None or org.kind != kind:
+        raise PermissionDenied(f"Only {OrgKind(kind).label} users can do this.")
+    return org
+
+
+def _lock_visible(org: Organisation, rollout_id: int) -> Rollout:
+    """The rollout under its row lock (L10); one the organisation may not see is DoesNotExist (P3)."""
+    from ..selectors import rollouts_for
+
+    visible = rollouts_for(org).filter(pk=rollout_id).values("pk")
+    return Rollout.objects.select_for_update().select_related("target_version").get(pk__in=visible)
+
+
+def _pilot_counts(rollout_id: int) -> dict[str, int]:
+    """The pilot group's hubs by deployment status, from the counters (each hub once, under its CSP)."""
+    rows = (
+        RolloutCounter.objects.filter(
+            rollout_id=rollout_id, group=Group.PILOT, organisation__kind=OrgKind.CSP
+        )
+        .values_list("status")
+        .annotate(n=Sum("hubs"))
+    )
+    return dict(rows)
+
+
+def _started(counts: dict[str, int]) -> bool:
+    return any(counts.get(s, 0) for s in ("distributed", "activated", "failed"))
+
+
+def _finished(counts: dict[str, int]) -> bool:
+    return sum(counts.get(s, 0) for s in ("activated", "failed")) > 0 and not any(
+        counts.get(s, 0) for s in UNFINISHED
+    )
+
+
+def rollout_link(rollout: Rollout, face: str = "ssi") -> str:
+    return f"{settings.PORTAL_BASE_URL}{reverse(f'{face}:rollout-detail', args=[rollout.pk])}"
+
+
+@transaction.atomic(durable=True)
+def submit_status_feed(
+    *,
+    user: User,
+    rollout_id: int,
+    content: File | None = None,
+    name: str | None = None,
+    records: list[dict[str, Any]] | None = None,
+) -> Upload:
+    """PL9, SL4, U3, B1: a CSP's device status records for the hubs of its region in live batches, from a
+    file or from API records (staged the same way). All or nothing (X3); returns the upload.
+
+    Moves statuses forward set-based (an older record never overwrites a newer status; a repeated
+    feed changes nothing), keeps the timeline, records activated versions in the SMI, sends one
+    notice per Supplier per feed, the pilot's start and end notices, and applies the failure
+    threshold (B1)."""
+    csp = _require(user, OrgKind.CSP)
+    if (content is None) == (records is None):
+        raise ValidationError("Send either a file or a list of records.")
+    rollout = _lock_visible(csp, rollout_id)
+    if records is not None:
+        content = records_file(records)
+        name = name or "status-feed (API)"
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL random_page_cost = 1.1")  # TOOLCHAIN "National scale": 50k-list actions
+    pilot_before = _pilot_counts(rollout.pk)
+    handler = StatusFeedHandler(rollout=rollout, csp=csp, now=timezone.now())
+    upload = receive_upload(
+        user=user,
+        organisation=csp,
+        kind=UploadKind.STATUS_FEED,
+        content=content,
+        name=name,
+        rollout_id=rollout.pk,
+    )
+    upload = apply_upload(upload, handler, dedupe=False)  # idempotent by `at`: a re-sent feed changes nothing
+    if upload.state != UploadState.APPLIED:
+        return upload
+    _notify_outcomes(rollout, handler)
+    if handler.pilot_touched or handler.summary.get("distributed"):
+        _notify_pilot_milestones(rollout, pilot_before, _pilot_counts(rollout.pk))
+    check_failure_thresholds(rollout, handler.touched_batches, pilot=handler.pilot_touched)
+    return upload
+
+
+def _notify_outcomes(rollout: Rollout, handler: StatusFeedHandler) -> None:
+    """U3: one aggregated notice per current Supplier per feed, with counts and a link; never per hub."""
+    suppliers = sorted(set(handler.activated_by_supplier) | set(handler.failed_by_supplier))
+    if not suppliers:
+        return
+    link = rollout_link(rollout)
+    orgs = {o.pk: o for o in Organisation.objects.filter(pk__in=suppliers)}
+    for org_id in suppliers:
+        activated = handler.activated_by_supplier.get(org_id, 0)
+        failed = handler.failed_by_supplier.get(org_id, 0)
+        parts = []
+        if activated:
+            parts.append(f"{activated:,} of your hubs activated firmware {rollout.target_version.version}")
+        if failed:
+            parts.append(f"{failed:,} of your hubs failed")
+        notify(
+            [orgs[org_id]],
+            kind="progress.outcomes",
+            rollout=rollout,
+            subject=f"{rollout.reference}: {activated:,} activated, {failed:,} failed",
+            body=f"In the latest device status feed for {rollout}, {' and '.join(parts)}. The SMI records the "
+            f"new version of the activated hubs. See each hub's status and failure reason: {link}",
+        )
+
+
+def _notify_pilot_milestones(rollout: Rollout, before: dict[str, int], after: dict[str, int]) -> None:
+    """PL9: the start (first pilot hub distributed) and the end (every pilot hub activated or failed)."""
+    if not _started(before) and _started(after):
+        notify_parties(
+            rollout,
+            kind="pilot.deployment_started",
+            subject=f"{rollout.reference}: pilot deployment has started",
+            body=f"Firmware {rollout.target_version.version} is being distributed to the pilot hubs of {rollout} "
+            "(PL9). Each pilot hub's events are shown on its timeline.",
+        )
+    if not _finished(before) and _finished(after):
+        notify_parties(
+            rollout,
+            kind="pilot.deployment_ended",
+            subject=f"{rollout.reference}: pilot deployment has ended",
+            body=f"Every pilot hub of {rollout} has reported: {after.get('activated', 0):,} activated, "
+            f"{after.get('failed', 0):,} failed (PL9). DCC will post the pilot outcome (A06/A07).",
+        )
+
+
+# -- B1: the failure threshold ------------------------------------------------------------------------
+
+
+def threshold_crossed(failed: int, reported: int, rollout: Rollout) -> bool:
+    """B1: passes the threshold (strictly over the percentage) once enough hubs have reported."""
+    return reported >= rollout.failure_threshold_min_reported and failed * 100 > (
+        rollout.failure_threshold_pct * reported
+    )
+
+
+def check_failure_thresholds(rollout: Rollout, batch_ids: list[int], *, pilot: bool) -> list[Incident]:
+    """B1 (inside the feed's transaction): for each batch touched and the pilot as a whole, a crossing
+    pauses the rollout (System) and opens one incident with the figures; never twice for one scope."""
+    from .incidents import open_system_incident
+
+    scopes: list[tuple[str, Batch | None, int, int]] = []
+    if batch_ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """SELECT batch_id, count(*) FILTER (WHERE status = 'failed'),
+                          count(*) FILTER (WHERE status IN ('activated', 'failed'))
+                   FROM rollouts_rollouthub WHERE batch_id = ANY(%s) GROUP BY 1 ORDER BY 1""",
+                [batch_ids],
+            )
+            figures = cursor.fetchall()
+        batches = Batch.objects.in_bulk([b for b, _, _ in figures])
+        scopes += [(f"batch:{b}", batches[b], failed, reported) for b, failed, reported in figures]
+    if pilot:
+        counts = _pilot_counts(rollout.pk)
+        scopes.append(
+            ("pilot", None, counts.get("failed", 0), counts.get("failed", 0) + counts.get("activated", 0))
+        )
+    opened = []
+    for scope, batch, failed, reported in scopes:
+        if not threshold_crossed(failed, reported, rollout):
+            continue
+        if Incident.objects.filter(rollout=rollout, raised_by_org=None, figures__scope=scope).exists():
+            continue  # once per crossing: not again for the same batch or pilot
+        what = f"batch {batch.name} ({batch.region})" if batch else "the pilot group"
+        share = round(100 * failed / reported, 2)
+        figures = {
+            "scope": scope,
+            "batch": batch.pk if batch else None,
+            "batch_name": batch.name if batch else "",
+            "failed": failed,
+            "reported": reported,
+            "share": share,
+            "threshold": float(rollout.failure_threshold_pct),
+            "min_reported": rollout.failure_threshold_min_reported,
+        }
+        description = (
+            f"The failed share of {what} is {share}% ({failed:,} of {reported:,} hubs that reported an outcome), "
+            f"over the rollout's threshold of {rollout.failure_threshold_pct}% (B1)."
+        )
+        paused = False
+        rollout.refresh_from_db(fields=["stage", "status"])
+        if rollout.status == Status.ACTIVE:
+            apply_move(rollout.pk, "pause", user=None, reason=description, details={"incident_scope": scope})
+            paused = True
+        incident = open_system_incident(rollout, description=description, figures=figures)
+        if paused:
+            notify_parties(
+                rollout,
+                kind="rollout.paused_by_threshold",
+                subject=f"{rollout.reference} is paused: failure threshold passed",
+                body=f"The System has paused {rollout}: {description} Nothing is distributed or activated until "
+                "DCC decides. Instructed times that pass during the pause revert to the automatic time.",
+            )
+        opened.append(incident)
+    return opened
+
+
+# -- B2: retry only the failed hubs of a batch --------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def retry_failed_hubs(
+    *, user: User, batch_id: int, window_start: dt.datetime, window_end: dt.datetime
+) -> Batch:
+    """B2: DCC moves only the failed hubs of a batch into a new batch (retry_of = that batch), back to
+    `pending` with a fresh status time, and replans them; counters move by the exact deltas."""
+    _require(user, OrgKind.DCC)
+    rollout_id = Batch.objects.values_list("rollout_id", flat=True).get(pk=batch_id)
+    rollout = Rollout.objects.select_for_update().get(pk=rollout_id)  # L10
+    batch = Batch.objects.select_for_update().get(pk=batch_id)
+    if rollout.stage not in (Stage.PILOTING, Stage.SAFE_LAUNCH) or rollout.status not in (
+        Status.ACTIVE,
+        Status.PAUSED,
+    ):
+        raise ValidationError(f"Cannot retry hubs of a rollout that is {rollout.describe_state()}.")
+    now = timezone.now()
+    if window_end <= window_start:
+        raise ValidationError({"window_end": "The window must end after it starts."})
+    if window_end <= now:
+        raise ValidationError({"window_end": "The window has already ended: choose a later one."})
+    if rollout.auto_deploy_at and window_end > rollout.auto_deploy_at:
+        raise ValidationError({"window_end": "The window ends after the automatic deployment time."})
+    retries = Batch.objects.filter(
+        rollout=rollout, region=batch.region, group=batch.group, name__startswith=f"{batch.name} retry"
+    ).count()
+    new = Batch.objects.create(
+        rollout=rollout,
+        region=batch.region,
+        group=batch.group,
+        name=f"{batch.name} retry {retries + 1}"[:100],
+        window_start=window_start,
+        window_end=window_end,
+        retry_of=batch,
+    )
+    with connection.cursor() as cursor:
+        create_delta_table(cursor)
+        cursor.execute(
+            f"""WITH o AS (
+                    SELECT rh.id, rh.rollout_id, rh.hub_id, rh.import_supplier_id, rh.gas_supplier_id, rh.region,
+                           rh."group", rh.status
+                    FROM rollouts_rollouthub rh WHERE rh.batch_id = %(old)s AND rh.status = 'failed'
+                ), moved AS (
+                    UPDATE rollouts_rollouthub rh SET status = 'pending', status_at = %(now)s, failure_reason = '',
+                                                     batch_id = %(new)s
+                    FROM o WHERE rh.id = o.id RETURNING o.*
+                )
+                INSERT INTO {DELTA_TABLE}
+                SELECT o.rollout_id, o.hub_id, o.import_supplier_id, o.gas_supplier_id, o.region, o."group", o.status,
+                       o.import_supplier_id, o.gas_supplier_id, o.region, o."group", 'pending'
+                FROM moved o""",
+            {"old": batch.pk, "new": new.pk, "now": now},
+        )
+        moved = cursor.rowcount
+        if not moved:
+            raise ValidationError(f"Batch {batch.name} has no failed hubs to retry.")
+        apply_deltas(cursor)
+        cursor.execute("DROP TABLE IF EXISTS retry_hubs")
+        cursor.execute(
+            f"CREATE TEMP TABLE retry_hubs ON COMMIT DROP AS SELECT hub_id FROM {DELTA_TABLE} WHERE hub_id IS NOT NULL"
+        )
+        replan(rollout.pk, hubs_table="retry_hubs")
+        cursor.execute(
+            f"""SELECT DISTINCT x.id FROM {DELTA_TABLE} d
+                CROSS JOIN LATERAL (VALUES (d.new_import), (d.new_gas)) x(id) WHERE x.id IS NOT NULL"""
+        )
+        suppliers = [row[0] for row in cursor.fetchall()]
+    audit.record(user, "batch.retry_failed", new, rollout=rollout.pk, retry_of=batch.pk, hubs=moved)
+    notify(
+        Organisation.objects.filter(Q(pk__in=suppliers) | Q(kind=OrgKind.CSP, region=batch.region)),
+        kind="batch.retry",
+        rollout=rollout,
+        subject=f"{rollout.reference}: failed hubs of batch {batch.name} are retried",
+        body=f"DCC has put the {moved:,} failed hubs of batch {batch.name} of {rollout} into a new batch, "
+        f"{new.name}, with the window {timezone.localtime(window_start):%d %B %Y %H:%M} to "
+        f"{timezone.localtime(window_end):%d %B %Y %H:%M} (B2). Some of them may be your hubs.",
+    )
+    return new
+
+
+# -- L5, PL10: the System starts safe launch ----------------------------------------------------------
+
+
+def pilot_window_end(rollout: Rollout) -> dt.datetime | None:
+    """The end of the pilot window: the rollout's pilot_end, or else the last pilot batch's window end."""
+    if rollout.pilot_end:
+        return rollout.pilot_end
+    return Batch.objects.filter(rollout=rollout, group=Group.PILOT).aggregate(end=Max("window_end"))["end"]
+
+
+def _start_safe_launch(rollout: Rollout, now: dt.datetime) -> bool:
+    """Inside a transaction: the System's L5 move once the pilot window has ended after A06. A guard
+    that refuses (a withdrawn firmware) leaves the rollout as it is: DCC sees "stop or supersede"."""
+    end = pilot_window_end(rollout)
+    if end is None or end > now or rollout.pilot_outcome != Outcome.SUCCESS:
+        return False
+    try:
+        with transaction.atomic():
+            rollout = apply_move(
+                rollout.pk, "start_safe_launch", user=None, reason="The pilot window has ended."
+            )
+    except ValidationError:
+        return False
+    notify_parties(
+        rollout,
+        kind="rollout.start_safe_launch",
+        subject=f"{rollout.reference}: safe launch has started",
+        body=f"The pilot of {rollout} succeeded (A06) and its window has ended, so safe launch has started (L5).",
+    )
+    return True
+
+
+def start_due_safe_launches(now: dt.datetime | None = None) -> int:
+    """Beat job (System): every piloting, active rollout with A06 posted whose pilot window has ended
+    starts safe launch, each in its own transaction. Returns how many started."""
+    now = now or timezone.now()
+    due = Rollout.objects.filter(
+        stage=Stage.PILOTING, status=Status.ACTIVE, pilot_outcome=Outcome.SUCCESS
+    ).values_list("pk", flat=True)
+    started = 0
+    for rollout_id in list(due):
+        with transaction.atomic(durable=True):
+            rollout = Rollout.objects.select_for_update().select_related("target_version").get(pk=rollout_id)
+            if (rollout.stage, rollout.status) == (Stage.PILOTING, Status.ACTIVE):
+                started += _start_safe_launch(rollout, now)
+    return started
+
+
+@transaction.atomic(durable=True)
+def post_pilot_success_and_continue(*, user: User, rollout_id: int, commentary: str) -> Rollout:
+    """A06 (PL10, L4) and, when the pilot window has already ended, the start of safe launch at once in
+    the same transaction (L5); otherwise the beat job starts it at the window's end."""
+    _require(user, OrgKind.DCC)
+    rollout = apply_move(
+        rollout_id,
+        "post_pilot_success",
+        user=user,
+        changes={"pilot_outcome": Outcome.SUCCESS, "pilot_commentary": commentary},
+    )
+    notify_parties(
+        rollout,
+        kind="rollout.post_pilot_success",
+        subject=f"{rollout.reference}: Pilot Success (A06)",
+        body=f"DCC has posted Pilot Success for {rollout}. {commentary}".strip(),
+    )
+    if rollout.status == Status.ACTIVE:
+        _start_safe_launch(rollout, timezone.now())
+    rollout.refresh_from_db()
+    return rollout
+
+
+# -- C1: the final counts -----------------------------------------------------------------------------
+
+
+def closure_summary(rollout: Rollout) -> dict[str, int]:
+    """C1: the final counts from the counters (each hub once, under its CSP): activated, failed, left,
+    and pending (every hub without an outcome: pending, scheduled or distributed)."""
+    rows = (
+        RolloutCounter.objects.filter(rollout=rollout, organisation__kind=OrgKind.CSP)
+        .values_list("status")
+        .annotate(n=Sum("hubs"))
+    )
+    counts = dict(rows)
+    return {
+        "activated": counts.get("activated", 0),
+        "failed": counts.get("failed", 0),
+        "left": counts.get("left", 0),
+        "pending": sum(counts.get(s, 0) for s in UNFINISHED),
+    }
+
+
+def describe_summary(summary: dict[str, int]) -> str:
+    return (
+        f"Final counts: {summary['activated']:,} activated, {summary['failed']:,} failed, "
+        f"{summary['left']:,} left the SMI, {summary['pending']:,} not deployed."
+    )
+
+
+# -- selectors ----------------------------------------------------------------------------------------
+
+
+def hub_timeline_for(org: Organisation, rollout: Rollout, guid: str) -> QuerySet[HubEvent]:
+    """PL9: a hub's events in a rollout, oldest first, for its Suppliers, its CSP and DCC; empty for
+    anyone else (P3)."""
+    rows = RolloutHub.objects.filter(rollout=rollout, hub__guid=guid)
+    if org.kind == OrgKind.SUPPLIER:
+        rows = rows.filter(Q(import_supplier=org) | Q(gas_supplier=org))
+    elif org.kind == OrgKind.CSP:
+        rows = rows.filter(region=org.region)
+    return HubEvent.objects.filter(rollout=rollout, hub_id__in=rows.values("hub_id")).order_by("at", "id")
+
+
+def feed_figures(upload: Upload) -> dict[str, Any]:
+    """The applied feed's summary (for pages and the API)."""
+    return dict(upload.summary or {})

@@ -1,0 +1,483 @@
+"""Deployment progress: status feeds (PL9, SL4, U3), the failure threshold (B1), retry (B2), the
+System's start of safe launch (L5, PL10) and the closure counts (C1). Expected values come from the
+requirements, never from the code under test."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.base import ContentFile
+from django.utils import timezone
+
+from rollouts.models import (
+    Batch,
+    Hub,
+    HubEvent,
+    Incident,
+    Notice,
+    Rollout,
+    RolloutHub,
+    Stage,
+    Status,
+    UploadState,
+)
+from rollouts.services.counters import counter_mismatches
+from rollouts.services.lifecycle import (
+    approve_proposal,
+    pause_rollout,
+    propose,
+    start_pilot,
+    withdraw_firmware,
+)
+from rollouts.services.piloting import upload_default_pilot_list
+from rollouts.services.progress import (
+    closure_summary,
+    hub_timeline_for,
+    post_pilot_success_and_continue,
+    retry_failed_hubs,
+    start_due_safe_launches,
+    submit_status_feed,
+    threshold_crossed,
+)
+from rollouts.services.schedules import hold_batch, upload_default_pilot_schedule
+
+from .test_lifecycle import publish
+
+SPLIT = "00DB000000000001"  # north, Volt (import) + GasCo (gas)
+BOTH = "00DB000000000002"  # north, Volt both roles
+GAS_SOUTH = "00DB000000000003"  # south, GasCo only
+OTHER_SOUTH = "00DB000000000004"  # south, Other Power only
+NOT_ELIGIBLE = "00DB000000000005"  # north, already on the target version
+TARGET = "00020130"  # v2, the target of `draft`
+OLD = "0002012F"  # v1
+
+
+def ago(hours: float) -> str:
+    return (timezone.now() - dt.timedelta(hours=hours)).isoformat()
+
+
+def csv_file(*rows: str, header: str = "guid") -> ContentFile:
+    return ContentFile((header + "\n" + "".join(r + "\n" for r in rows)).encode(), name="list.csv")
+
+
+def feed(user, rollout, *records: tuple):
+    """records: (guid, status, at[, reason[, firmware_version]])"""
+    rows = []
+    for record in records:
+        guid, status, at, *rest = record
+        reason = rest[0] if rest else ""
+        version = rest[1] if len(rest) > 1 else (TARGET if status == "activated" else "")
+        rows.append({"guid": guid, "status": status, "at": at, "reason": reason, "firmware_version": version})
+    return submit_status_feed(user=user, rollout_id=rollout.pk, records=rows)
+
+
+def codes(upload) -> list[tuple[int | None, str, str]]:
+    return [(e.row, e.column, e.code) for e in upload.errors.order_by("row", "id")]
+
+
+def status_of(rollout, guid) -> tuple[str, str]:
+    row = RolloutHub.objects.get(rollout=rollout, hub__guid=guid)
+    return row.status, row.failure_reason
+
+
+def state(rollout) -> tuple[str, str]:
+    rollout.refresh_from_db()
+    return rollout.stage, rollout.status
+
+
+def start_piloting(rollout, dcc, csp_north, csp_south) -> Rollout:
+    """The real path: default pilot lists, default pilot schedules (one batch per region), start_pilot."""
+    start = timezone.now() + dt.timedelta(days=1)
+    window = (start.isoformat(), (start + dt.timedelta(days=4)).isoformat())
+    upload_default_pilot_list(user=csp_north, rollout_id=rollout.pk, content=csv_file(SPLIT, BOTH))
+    upload_default_pilot_list(user=csp_south, rollout_id=rollout.pk, content=csv_file(GAS_SOUTH, OTHER_SOUTH))
+    header = "batch,guid,window_start,window_end"
+    for user, name, guids in ((csp_north, "PN", (SPLIT, BOTH)), (csp_south, "PS", (GAS_SOUTH, OTHER_SOUTH))):
+        upload = upload_default_pilot_schedule(
+            user=user,
+            rollout_id=rollout.pk,
+            content=csv_file(*(f"{name},{g},{window[0]},{window[1]}" for g in guids), header=header),
+        )
+        assert upload.state == UploadState.APPLIED, codes(upload)
+    start_pilot(user=dcc, rollout_id=rollout.pk)
+    return rollout
+
+
+def set_threshold(rollout, pct, minimum) -> None:
+    # Test setup: DCC's per-rollout threshold (B1).
+    Rollout.objects.filter(pk=rollout.pk).update(
+        failure_threshold_pct=pct, failure_threshold_min_reported=minimum
+    )
+
+
+@pytest.fixture
+def piloting(draft, dcc, dcc_2, csp_north, csp_south) -> Rollout:
+    rollout = publish(draft, dcc, dcc_2)
+    set_threshold(rollout, 100, 1)  # never crossed unless a test says so
+    # Test setup: published a month ago, so the feeds' times (hours ago) come after publication.
+    RolloutHub.objects.filter(rollout=rollout).update(status_at=timezone.now() - dt.timedelta(days=30))
+    return start_piloting(rollout, dcc, csp_north, csp_south)
+
+
+# -- PL9, SL4: the feed ------------------------------------------------------------------------------
+
+
+@pytest.mark.req("PL9")
+@pytest.mark.req("U1")
+@pytest.mark.req("U3")
+def test_a_feed_moves_hubs_forward_keeps_the_timeline_and_updates_the_smi(piloting, csp_north, estate):
+    feed(csp_north, piloting, (BOTH, "scheduled", ago(5)))
+    feed(csp_north, piloting, (BOTH, "distributed", ago(4)))
+    upload = feed(csp_north, piloting, (BOTH, "activated", ago(3)))
+    assert upload.state == UploadState.APPLIED
+    assert status_of(piloting, BOTH) == ("activated", "")
+    assert Hub.objects.get(guid=BOTH).firmware_version == estate["v2"]
+    assert list(
+        HubEvent.objects.filter(rollout=piloting).order_by("at").values_list("status", flat=True)
+    ) == [
+        "scheduled",
+        "distributed",
+        "activated",
+    ]
+    assert counter_mismatches() == []
+
+
+@pytest.mark.req("PL9")
+def test_a_status_feed_file_goes_through_the_same_pipeline(piloting, csp_north):
+    content = ContentFile(
+        f"guid,status,at,reason,firmware_version\n{SPLIT},failed,{ago(2)},HAN join timeout,\n".encode(),
+        name="feed.csv",
+    )
+    upload = submit_status_feed(user=csp_north, rollout_id=piloting.pk, content=content, name="feed.csv")
+    assert upload.state == UploadState.APPLIED
+    assert status_of(piloting, SPLIT) == ("failed", "HAN join timeout")
+
+
+@pytest.mark.req("PL9")
+@pytest.mark.req("U1")
+def test_an_older_record_never_overwrites_a_newer_status(piloting, csp_north):
+    feed(csp_north, piloting, (BOTH, "activated", ago(1)))
+    upload = feed(csp_north, piloting, (BOTH, "distributed", ago(6)))  # arrives late
+    assert upload.state == UploadState.APPLIED
+    assert status_of(piloting, BOTH) == ("activated", "")
+    assert HubEvent.objects.filter(rollout=piloting, hub__guid=BOTH).count() == 2  # the timeline keeps it
+    assert counter_mismatches() == []
+
+
+@pytest.mark.req("PL9")
+@pytest.mark.req("U3")
+def test_resending_a_feed_changes_nothing(piloting, csp_north, import_supplier):
+    records = ((BOTH, "activated", ago(2)), (SPLIT, "failed", ago(2), "WAN signal lost"))
+    feed(csp_north, piloting, *records)
+    events = HubEvent.objects.count()
+    notices = Notice.objects.count()
+    again = feed(csp_north, piloting, *records)
+    assert again.state == UploadState.APPLIED
+    assert again.summary["moved"] == 0
+    assert HubEvent.objects.count() == events
+    assert Notice.objects.count() == notices
+    assert status_of(piloting, SPLIT) == ("failed", "WAN signal lost")
+    assert counter_mismatches() == []
+
+
+@pytest.mark.req("PL9")
+@pytest.mark.req("X3")
+def test_a_newer_record_cannot_move_a_hub_backwards(piloting, csp_north):
+    feed(csp_north, piloting, (BOTH, "activated", ago(3)))
+    upload = feed(csp_north, piloting, (BOTH, "scheduled", ago(1)), (SPLIT, "distributed", ago(1)))
+    assert upload.state == UploadState.REJECTED
+    assert codes(upload) == [(2, "status", "status_invalid")]  # row 1 is the header
+    assert status_of(piloting, SPLIT) == ("pending", "")  # all or nothing
+
+
+@pytest.mark.req("PL9")
+@pytest.mark.req("P3")
+@pytest.mark.req("X3")
+def test_every_bad_record_is_refused_with_its_reason_code(piloting, csp_north):
+    upload = feed(
+        csp_north,
+        piloting,
+        (BOTH, "failed", ago(1), ""),
+        (SPLIT, "activated", ago(1), "", ""),
+        (GAS_SOUTH, "distributed", ago(1)),  # another region's hub
+        (NOT_ELIGIBLE, "distributed", ago(1)),  # north, not in the rollout
+        ("00DB000000000099", "scheduled", ago(1)),  # unknown
+        ("00DB000000000006", "exploded", ago(1)),  # unknown status (hub of another model)
+    )
+    assert upload.state == UploadState.REJECTED
+    assert codes(upload) == [
+        (2, "reason", "reason_missing"),
+        (3, "firmware_version", "version_missing"),
+        (4, "guid", "guid_not_in_region"),
+        (5, "guid", "hub_not_in_live_batch"),
+        (6, "guid", "guid_not_in_region"),
+        (7, "guid", "hub_not_in_live_batch"),
+        (7, "status", "value_invalid"),
+    ]
+    assert not HubEvent.objects.exists()
+
+
+@pytest.mark.req("PL9")
+def test_a_published_rollout_before_its_pilot_has_no_live_batch(draft, dcc, dcc_2, csp_north):
+    rollout = publish(draft, dcc, dcc_2)
+    upload = feed(csp_north, rollout, (BOTH, "distributed", ago(1)))
+    assert codes(upload) == [(2, "guid", "hub_not_in_live_batch")]  # row 1 is the header
+
+
+@pytest.mark.req("PL9")
+@pytest.mark.req("L6")
+def test_a_paused_rollout_cannot_distribute_or_activate_but_failures_are_recorded(piloting, dcc, csp_north):
+    pause_rollout(user=dcc, rollout_id=piloting.pk, reason="Investigating")
+    upload = feed(csp_north, piloting, (BOTH, "distributed", ago(1)), (SPLIT, "activated", ago(1)))
+    assert codes(upload) == [(2, "status", "rollout_on_hold"), (3, "status", "rollout_on_hold")]
+    upload = feed(csp_north, piloting, (SPLIT, "failed", ago(1), "power loss during activation"))
+    assert upload.state == UploadState.APPLIED
+    assert status_of(piloting, SPLIT) == ("failed", "power loss during activation")
+
+
+@pytest.mark.req("SL3")
+@pytest.mark.req("PL9")
+def test_a_held_batch_cannot_distribute(piloting, dcc, csp_north):
+    hold_batch(user=dcc, batch_id=Batch.objects.get(rollout=piloting, name="PN").pk, reason="CSP maintenance")
+    upload = feed(csp_north, piloting, (BOTH, "distributed", ago(1)))
+    assert codes(upload) == [(2, "status", "rollout_on_hold")]
+
+
+@pytest.mark.req("P2")
+def test_only_a_csp_submits_a_feed(piloting, import_supplier, dcc):
+    for user in (import_supplier, dcc):
+        with pytest.raises(PermissionDenied):
+            feed(user, piloting, (BOTH, "scheduled", ago(1)))
+
+
+# -- U3 ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.req("U3")
+def test_activation_on_another_version_is_a_failure_with_that_reason(piloting, csp_north, estate):
+    feed(csp_north, piloting, (BOTH, "activated", ago(1), "", OLD))
+    assert status_of(piloting, BOTH) == ("failed", "reported firmware 0002012F, expected 00020130")
+    assert Hub.objects.get(guid=BOTH).firmware_version == estate["v1"]  # the SMI keeps the old version
+    assert counter_mismatches() == []
+
+
+@pytest.mark.req("U3")
+@pytest.mark.req("P4")
+def test_each_current_supplier_gets_one_aggregated_notice_per_feed(
+    piloting, csp_north, import_supplier, gas_supplier
+):
+    feed(csp_north, piloting, (BOTH, "activated", ago(1)), (SPLIT, "activated", ago(1)))
+    volt = Notice.objects.filter(organisation=import_supplier.organisation, kind="progress.outcomes")
+    gasco = Notice.objects.filter(organisation=gas_supplier.organisation, kind="progress.outcomes")
+    assert volt.count() == 1 and gasco.count() == 1
+    assert "2 of your hubs activated firmware 00020130" in volt.get().body
+    assert "1 of your hubs activated firmware 00020130" in gasco.get().body
+    assert f"/ssi/rollouts/{piloting.pk}/" in volt.get().body  # a link, not a list of hubs
+    assert "Volt" not in gasco.get().body and "GasCo" not in volt.get().body
+
+
+@pytest.mark.req("PL9")
+def test_the_pilot_deployment_start_and_end_are_notified(piloting, csp_north, csp_south, import_supplier):
+    feed(csp_north, piloting, (BOTH, "scheduled", ago(9)))
+    assert not Notice.objects.filter(kind="pilot.deployment_started").exists()  # scheduled is not a start
+    feed(csp_north, piloting, (BOTH, "distributed", ago(8)))
+    assert (
+        Notice.objects.filter(
+            kind="pilot.deployment_started", organisation=import_supplier.organisation
+        ).count()
+        == 1
+    )
+    feed(csp_north, piloting, (BOTH, "activated", ago(7)), (SPLIT, "failed", ago(7), "HAN join timeout"))
+    feed(csp_south, piloting, (GAS_SOUTH, "activated", ago(6)))
+    assert not Notice.objects.filter(kind="pilot.deployment_ended").exists()
+    feed(csp_south, piloting, (OTHER_SOUTH, "activated", ago(5)))
+    ended = Notice.objects.filter(kind="pilot.deployment_ended", organisation=import_supplier.organisation)
+    assert ended.count() == 1
+    assert "3 activated, 1 failed" in ended.get().body
+    assert (
+        Notice.objects.filter(kind="pilot.deployment_started").count()
+        == Notice.objects.filter(kind="pilot.deployment_ended").count()
+    )
+
+
+@pytest.mark.req("PL9")
+@pytest.mark.req("P3")
+def test_a_pilot_hubs_timeline_is_visible_to_its_suppliers_and_dcc_only(
+    piloting, csp_north, dcc, import_supplier, gas_supplier, other_supplier
+):
+    feed(csp_north, piloting, (BOTH, "distributed", ago(2)))
+    assert hub_timeline_for(dcc.organisation, piloting, BOTH).count() == 1
+    assert hub_timeline_for(import_supplier.organisation, piloting, BOTH).count() == 1
+    assert hub_timeline_for(gas_supplier.organisation, piloting, BOTH).count() == 0
+    assert hub_timeline_for(other_supplier.organisation, piloting, BOTH).count() == 0
+
+
+# -- B1 ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.req("B1")
+@pytest.mark.parametrize(
+    ("failed", "reported", "crossed"),
+    [
+        (1, 21, False),  # 4.76%: just under 5%
+        (1, 20, False),  # exactly 5%: "passes" means over it
+        (2, 39, True),  # 5.13%: just over
+        (2, 19, False),  # over 5% but fewer than 20 reported
+        (20, 20, True),  # the minimum reached exactly
+    ],
+)
+def test_the_threshold_passes_only_over_the_share_after_the_minimum_reported(failed, reported, crossed):
+    rollout = Rollout(failure_threshold_pct=Decimal("5"), failure_threshold_min_reported=20)
+    assert threshold_crossed(failed, reported, rollout) is crossed
+
+
+@pytest.mark.req("B1")
+@pytest.mark.req("I1")
+@pytest.mark.req("U1")
+def test_a_batch_over_the_threshold_pauses_the_rollout_and_opens_one_incident(piloting, csp_north, dcc):
+    set_threshold(piloting, 40, 2)
+    feed(csp_north, piloting, (BOTH, "failed", ago(3), "image checksum mismatch"))
+    assert state(piloting) == (Stage.PILOTING, Status.ACTIVE)  # 1 reported: under the minimum
+    feed(csp_north, piloting, (SPLIT, "activated", ago(2)))  # 1 of 2 failed: 50% > 40%
+    assert state(piloting) == (Stage.PILOTING, Status.PAUSED)
+    batch = Batch.objects.get(rollout=piloting, name="PN")
+    incident = Incident.objects.get(rollout=piloting, figures__scope=f"batch:{batch.pk}")
+    assert incident.raised_by_org is None and incident.raised_by is None
+    assert {k: incident.figures[k] for k in ("failed", "reported", "share", "threshold", "batch")} == {
+        "failed": 1,
+        "reported": 2,
+        "share": 50.0,
+        "threshold": 40.0,
+        "batch": batch.pk,
+    }
+    assert Notice.objects.filter(kind="incident.threshold", organisation=dcc.organisation).exists()
+    before = Incident.objects.count()
+    feed(csp_north, piloting, (SPLIT, "activated", ago(1)))  # a repeat: not again for the same crossing
+    assert Incident.objects.count() == before
+    assert counter_mismatches() == []
+
+
+@pytest.mark.req("B1")
+def test_a_batch_exactly_at_the_threshold_does_not_pause(piloting, csp_north):
+    set_threshold(piloting, 50, 2)
+    feed(csp_north, piloting, (BOTH, "failed", ago(3), "HAN join timeout"), (SPLIT, "activated", ago(3)))
+    assert state(piloting) == (Stage.PILOTING, Status.ACTIVE)
+    assert not Incident.objects.exists()
+
+
+@pytest.mark.req("B1")
+def test_the_pilot_as_a_whole_crosses_the_threshold(piloting, csp_north, csp_south):
+    set_threshold(piloting, 30, 4)
+    feed(csp_north, piloting, (BOTH, "activated", ago(3)), (SPLIT, "activated", ago(3)))
+    feed(csp_south, piloting, (GAS_SOUTH, "activated", ago(3)))
+    feed(csp_south, piloting, (OTHER_SOUTH, "failed", ago(2), "WAN signal lost"))
+    # The south batch alone has 2 reported (< 4); the pilot has 1 of 4 failed: 25%, under 30%.
+    assert state(piloting) == (Stage.PILOTING, Status.ACTIVE)
+    set_threshold(piloting, 20, 4)
+    feed(csp_south, piloting, (OTHER_SOUTH, "failed", ago(2), "WAN signal lost"))  # a repeat changes nothing
+    assert state(piloting) == (Stage.PILOTING, Status.ACTIVE)
+
+
+@pytest.mark.req("B1")
+def test_the_pilot_group_over_the_threshold_pauses(piloting, csp_north, csp_south):
+    set_threshold(piloting, 20, 4)
+    feed(csp_north, piloting, (BOTH, "activated", ago(3)), (SPLIT, "activated", ago(3)))
+    feed(
+        csp_south,
+        piloting,
+        (GAS_SOUTH, "activated", ago(3)),
+        (OTHER_SOUTH, "failed", ago(2), "WAN signal lost"),
+    )
+    assert state(piloting) == (Stage.PILOTING, Status.PAUSED)
+    assert Incident.objects.filter(figures__scope="pilot").count() == 1
+
+
+# -- B2 ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.req("B2")
+@pytest.mark.req("U1")
+def test_dcc_retries_only_the_failed_hubs_of_a_batch_as_a_new_batch(
+    piloting, csp_north, dcc, import_supplier
+):
+    feed(csp_north, piloting, (BOTH, "failed", ago(2), "HAN join timeout"), (SPLIT, "activated", ago(2)))
+    old = Batch.objects.get(rollout=piloting, name="PN")
+    start = timezone.now() + dt.timedelta(days=2)
+    with pytest.raises(PermissionDenied):
+        retry_failed_hubs(user=import_supplier, batch_id=old.pk, window_start=start, window_end=start)
+    with pytest.raises(ValidationError):
+        retry_failed_hubs(user=dcc, batch_id=old.pk, window_start=start, window_end=start)
+    new = retry_failed_hubs(
+        user=dcc, batch_id=old.pk, window_start=start, window_end=start + dt.timedelta(days=1)
+    )
+    assert new.retry_of == old and new.region == "north" and new.group == "pilot"
+    both = RolloutHub.objects.get(rollout=piloting, hub__guid=BOTH)
+    assert (both.status, both.batch_id, both.failure_reason) == ("pending", new.pk, "")
+    split = RolloutHub.objects.get(rollout=piloting, hub__guid=SPLIT)
+    assert (split.status, split.batch_id) == ("activated", old.pk)
+    assert counter_mismatches() == []
+    assert feed(csp_north, piloting, (BOTH, "activated", ago(0.1))).state == UploadState.APPLIED
+    with pytest.raises(ValidationError, match="no failed hubs"):
+        retry_failed_hubs(
+            user=dcc, batch_id=new.pk, window_start=start, window_end=start + dt.timedelta(days=1)
+        )
+
+
+# -- L5, PL10 ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.req("L5")
+@pytest.mark.req("PL10")
+def test_the_system_starts_safe_launch_at_the_end_of_the_pilot_window(piloting, dcc):
+    end = timezone.now() + dt.timedelta(days=10)
+    Rollout.objects.filter(pk=piloting.pk).update(pilot_start=timezone.now(), pilot_end=end)  # test setup
+    post_pilot_success_and_continue(user=dcc, rollout_id=piloting.pk, commentary="All good")
+    assert state(piloting) == (Stage.PILOTING, Status.ACTIVE)  # the window has not ended
+    assert start_due_safe_launches(now=end - dt.timedelta(minutes=1)) == 0
+    assert start_due_safe_launches(now=end + dt.timedelta(minutes=1)) == 1
+    assert state(piloting) == (Stage.SAFE_LAUNCH, Status.ACTIVE)
+    assert start_due_safe_launches(now=end + dt.timedelta(minutes=2)) == 0
+
+
+@pytest.mark.req("L5")
+def test_a06_after_the_window_starts_safe_launch_at_once(piloting, dcc):
+    Rollout.objects.filter(pk=piloting.pk).update(
+        pilot_start=timezone.now() - dt.timedelta(days=9), pilot_end=timezone.now() - dt.timedelta(days=1)
+    )
+    post_pilot_success_and_continue(user=dcc, rollout_id=piloting.pk, commentary="Late but good")
+    assert state(piloting) == (Stage.SAFE_LAUNCH, Status.ACTIVE)
+
+
+@pytest.mark.req("L5")
+@pytest.mark.req("N4")
+def test_a_withdrawn_firmware_does_not_start_safe_launch(piloting, dcc, estate):
+    Rollout.objects.filter(pk=piloting.pk).update(
+        pilot_start=timezone.now() - dt.timedelta(days=9), pilot_end=timezone.now() - dt.timedelta(days=1)
+    )
+    withdraw_firmware(user=dcc, version_id=estate["v2"].pk, reason="Bricks radios")
+    post_pilot_success_and_continue(user=dcc, rollout_id=piloting.pk, commentary="ok")
+    assert start_due_safe_launches() == 0
+    assert state(piloting) == (Stage.PILOTING, Status.ACTIVE)
+
+
+# -- C1 ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.req("C1")
+@pytest.mark.req("L8")
+def test_the_closure_notice_carries_the_final_counts(piloting, csp_north, dcc, dcc_2, import_supplier):
+    feed(csp_north, piloting, (BOTH, "activated", ago(2)), (SPLIT, "failed", ago(2), "HAN join timeout"))
+    approve_proposal(
+        user=dcc_2, proposal_id=propose(user=dcc, rollout_id=piloting.pk, move="stop", reason="x").pk
+    )
+    approve_proposal(
+        user=dcc_2,
+        proposal_id=propose(user=dcc, rollout_id=piloting.pk, move="close_stopped", reason="done").pk,
+    )
+    assert state(piloting) == (Stage.CLOSURE, Status.CLOSED)
+    assert closure_summary(piloting) == {"activated": 1, "failed": 1, "left": 0, "pending": 2}
+    notice = Notice.objects.get(kind="rollout.close_stopped", organisation=import_supplier.organisation)
+    assert "1 activated, 1 failed, 0 left the SMI, 2 not deployed" in notice.body
