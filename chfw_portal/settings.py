@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "django_tables2",
+    "import_export",
     "allauth",
     "allauth.account",
     "allauth.mfa",
@@ -109,6 +110,14 @@ INSTALLED_APPS = [
     "ssi",
     "ssmi",
 ]
+
+# django-import-export: Django admin only, for device models and firmware versions (STYLE.md 6).
+# Every import runs in one transaction and a file with any invalid row imports nothing (TOOLCHAIN:
+# without this the valid rows of a bad file are committed). Its own formula escaping strips one `=`
+# only, so it stays off: the resources escape with rollouts.exports.escape_cell.
+IMPORT_EXPORT_USE_TRANSACTIONS = True
+IMPORT_EXPORT_SKIP_ADMIN_CONFIRM = False
+IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = False
 
 # MIDDLEWARE ---------------------------------------------------------------------------------------
 MIDDLEWARE = [

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from chfw_portal import notices, team, uploads
+from rollouts.services import exports as export_services
 
 from .access import supplier_required
 from .views import dashboard, estate
@@ -28,5 +29,21 @@ urlpatterns = [
     path("estate/estate.csv", estate.estate_download, {"fmt": "csv"}, name="estate-csv"),
     path("estate/estate.xlsx", estate.estate_download, {"fmt": "xlsx"}, name="estate-xlsx"),
     path("rollouts/<int:rollout_id>/eligibility.csv", estate.rollout_eligibility, name="rollout-eligibility"),
+    # PL3, SL3, PL5: the rollout's lists and schedules, the Supplier's own hubs and requests only
+    *(
+        path(
+            f"rollouts/<int:rollout_id>/{slug}.csv",
+            estate.rollout_export,
+            {"service": service},
+            name=f"rollout-{slug}",
+        )
+        for slug, service in (
+            ("default-pilot-list", export_services.download_default_pilot_list),
+            ("default-pilot-schedule", export_services.download_default_pilot_schedule),
+            ("effective-pilot-group", export_services.download_effective_pilot_group),
+            ("safe-launch-schedule", export_services.download_safe_launch_schedule),
+            ("schedule-requests", export_services.download_schedule_requests),
+        )
+    ),
     path("notices/read/", supplier_required(notices.notices_read), name="notices-read"),
 ]

@@ -38,6 +38,24 @@ EXPECTED: dict[str, dict[str, int | str]] = {
     "ssi:rollout-eligibility": SUPPLIER_ONLY,
     "ssmi:rollout-device-status": DCC_OR_CSP,
     "ssmi:rollout-device-status-xlsx": DCC_OR_CSP,
+    # PL3, SL3, PL5: a Supplier's own hubs and requests, on its face only
+    "ssi:rollout-default-pilot-list": SUPPLIER_ONLY,
+    "ssi:rollout-default-pilot-schedule": SUPPLIER_ONLY,
+    "ssi:rollout-effective-pilot-group": SUPPLIER_ONLY,
+    "ssi:rollout-safe-launch-schedule": SUPPLIER_ONLY,
+    "ssi:rollout-schedule-requests": SUPPLIER_ONLY,
+    # PL3, SL3, T5, PL5: a CSP's region, everything for DCC
+    "ssmi:rollout-default-pilot-list": DCC_OR_CSP,
+    "ssmi:rollout-default-pilot-list-xlsx": DCC_OR_CSP,
+    "ssmi:rollout-default-pilot-schedule": DCC_OR_CSP,
+    "ssmi:rollout-default-pilot-schedule-xlsx": DCC_OR_CSP,
+    "ssmi:rollout-safe-launch-schedule": DCC_OR_CSP,
+    "ssmi:rollout-safe-launch-schedule-xlsx": DCC_OR_CSP,
+    "ssmi:rollout-effective-pilot-group": DCC_OR_CSP,
+    "ssmi:rollout-deployment-plan": DCC_OR_CSP,
+    "ssmi:rollout-schedule-requests": DCC_OR_CSP,
+    # B5: the evidence pack is for DCC (the Panel) only
+    "ssmi:rollout-evidence": {"dcc": 200, "csp": 403, "supplier": 403, "staff": 403, "anon": LOGIN},
     "ssi:notices-read": {"dcc": 403, "csp": 403, "supplier": 405, "staff": 403, "anon": LOGIN},  # POST only
     "ssmi:dashboard": DCC_OR_CSP,
     "ssmi:rollout-detail": DCC_OR_CSP,  # the same rollout: its hub is in CSP North's region

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import re
+import zipfile
 
 import openpyxl
 import pytest
+from django.core.exceptions import PermissionDenied
+from django.core.files.base import ContentFile
 from django.urls import reverse
+from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -15,8 +21,19 @@ from hypothesis import strategies as st
 from rollouts.exports import FORMULA_STARTS, Query, copy_csv, csv_lines, escape_cell, write_xlsx, xlsx_file
 from rollouts.intake.errors import FileRejected
 from rollouts.intake.readers import read_rows
-from rollouts.models import AuditEvent, RolloutHub
-from rollouts.services.exports import DEVICE_STATUS_COLUMNS, ELIGIBILITY_COLUMNS, ESTATE_COLUMNS
+from rollouts.models import AuditEvent, Batch, RolloutHub, UploadState
+from rollouts.services.exports import (
+    DECISION_COLUMNS,
+    DEFAULT_PILOT_LIST_COLUMNS,
+    DEPLOYMENT_PLAN_COLUMNS,
+    DEVICE_STATUS_COLUMNS,
+    EFFECTIVE_PILOT_COLUMNS,
+    ELIGIBILITY_COLUMNS,
+    ESTATE_COLUMNS,
+    SCHEDULE_COLUMNS,
+    SCHEDULE_REQUEST_COLUMNS,
+    download_deployment_plan,
+)
 from tests.rollouts.conftest import draft, estate  # noqa: F401 - fixtures
 
 from .conftest import sign_in
@@ -148,11 +165,18 @@ def download(client, user, name: str, *args) -> tuple[list[list[str]], bytes]:
     return list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))), data
 
 
-HEADERS = {"ssi:estate-xlsx": ESTATE_COLUMNS, "ssmi:rollout-device-status-xlsx": DEVICE_STATUS_COLUMNS}
+HEADERS = {
+    "ssi:estate-xlsx": ESTATE_COLUMNS,
+    "ssmi:rollout-device-status-xlsx": DEVICE_STATUS_COLUMNS,
+    "ssmi:rollout-default-pilot-list-xlsx": DEFAULT_PILOT_LIST_COLUMNS,
+    "ssmi:rollout-default-pilot-schedule-xlsx": SCHEDULE_COLUMNS,
+    "ssmi:rollout-safe-launch-schedule-xlsx": SCHEDULE_COLUMNS,
+}
 
 
 def guids(rows: list[list[str]]) -> list[str]:
-    return sorted(r[0][-2:] for r in rows[1:])  # the last octet names the test hub
+    column = rows[0].index("guid")
+    return sorted(r[column][-2:] for r in rows[1:])  # the last octet names the test hub
 
 
 @pytest.mark.req("U2")
@@ -244,3 +268,393 @@ def test_a_failure_reason_that_looks_like_a_formula_is_escaped_and_reads_back(cl
     assert rows[1][2] == "failed" and rows[1][5] == '\'=HYPERLINK("http://evil.test","x")'
     rows, _ = download(client, csp_north, "ssmi:rollout-device-status-xlsx", live.pk)
     assert rows[1][5] == '=HYPERLINK("http://evil.test","x")'  # the reader strips the apostrophe
+
+
+# -- piloting and schedules of a rollout (PL3, SL3, T5, PL5), scoped and audited ------------------------------
+
+SPLIT, BOTH, GAS_SOUTH, OTHER_SOUTH = (
+    "00DB000000000001",
+    "00DB000000000002",
+    "00DB000000000003",
+    "00DB000000000004",
+)
+
+
+def file(text: str, name: str = "upload.csv") -> ContentFile:
+    return ContentFile(text.encode(), name=name)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture
+def piloted(live, dcc, csp_north, csp_south, import_supplier, gas_supplier):
+    """Default lists (01, 02 north; 03 south), a default schedule per region (north's batch named like a
+    formula), a safe launch batch for 04, and schedule requests that conflict on the split hub 01."""
+    from rollouts.services.constraints import declare_constraints, request_constraint
+    from rollouts.services.piloting import upload_default_pilot_list
+    from rollouts.services.schedules import upload_default_pilot_schedule, upload_safe_launch_schedule
+
+    soon = timezone.now().replace(microsecond=0) + dt.timedelta(days=30)
+    w1, w2, w3 = (
+        (soon, soon + dt.timedelta(days=5)),
+        (soon, soon + dt.timedelta(days=7)),
+        (soon, soon + dt.timedelta(days=60)),
+    )
+    for csp, text in ((csp_north, f"guid\n{SPLIT}\n{BOTH}\n"), (csp_south, f"guid\n{GAS_SOUTH}\n")):
+        upload = upload_default_pilot_list(user=csp, rollout_id=live.pk, content=file(text))
+        assert upload.state == UploadState.APPLIED, list(upload.errors.values_list("code", "message"))
+    north = f"batch,guid,window_start,window_end\n=P1,{SPLIT},{iso(w1[0])},{iso(w1[1])}\n=P1,{BOTH},{iso(w1[0])},{iso(w1[1])}\n"
+    south = f"batch,guid,window_start,window_end\nS1,{GAS_SOUTH},{iso(w2[0])},{iso(w2[1])}\n"
+    for csp, text in ((csp_north, north), (csp_south, south)):
+        upload = upload_default_pilot_schedule(user=csp, rollout_id=live.pk, content=file(text))
+        assert upload.state == UploadState.APPLIED, list(upload.errors.values_list("code", "message"))
+    text = f"batch,guid,window_start,window_end\n+SL1,{OTHER_SOUTH},{iso(w3[0])},{iso(w3[1])}\n"
+    upload = upload_safe_launch_schedule(user=csp_south, rollout_id=live.pk, content=file(text))
+    assert upload.state == UploadState.APPLIED, list(upload.errors.values_list("code", "message"))
+    declare_constraints(user=dcc, rollout_id=live.pk, kinds=["time_band"])
+    request_constraint(
+        user=import_supplier,
+        rollout_id=live.pk,
+        constraint_kind="time_band",
+        value={"from": "22:00", "to": "06:00"},
+        hub_guids=[SPLIT, BOTH],
+    )
+    request_constraint(
+        user=gas_supplier,
+        rollout_id=live.pk,
+        constraint_kind="time_band",
+        value={"from": "08:00", "to": "12:00"},
+        hub_guids=[SPLIT],
+    )
+    live.refresh_from_db()
+    return {"rollout": live, "w1": w1, "w2": w2, "w3": w3}
+
+
+@pytest.mark.req("PL3")
+@pytest.mark.req("P3")
+@pytest.mark.parametrize("kind", ["default-pilot-list", "default-pilot-schedule"])
+def test_the_default_pilot_list_and_schedule_are_scoped_to_region_own_hubs_or_all(
+    client, piloted, kind, dcc, csp_north, csp_south, import_supplier, gas_supplier, other_supplier
+):
+    live = piloted["rollout"]
+    assert guids(download(client, csp_north, f"ssmi:rollout-{kind}", live.pk)[0]) == ["01", "02"]
+    assert guids(download(client, csp_south, f"ssmi:rollout-{kind}", live.pk)[0]) == ["03"]
+    assert guids(download(client, dcc, f"ssmi:rollout-{kind}", live.pk)[0]) == ["01", "02", "03"]
+    assert guids(download(client, import_supplier, f"ssi:rollout-{kind}", live.pk)[0]) == ["01", "02"]
+    assert guids(download(client, gas_supplier, f"ssi:rollout-{kind}", live.pk)[0]) == ["01", "03"]
+    assert (
+        guids(download(client, other_supplier, f"ssi:rollout-{kind}", live.pk)[0]) == []
+    )  # 04 is not a pilot hub
+
+
+@pytest.mark.req("PL3")
+def test_the_default_pilot_schedule_is_in_the_upload_layout_with_the_batch_name_escaped(
+    client, piloted, csp_north
+):
+    live, (start, end) = piloted["rollout"], piloted["w1"]
+    rows, _ = download(client, csp_north, "ssmi:rollout-default-pilot-schedule", live.pk)
+    assert rows == [
+        list(SCHEDULE_COLUMNS),
+        ["'=P1", "00-DB-00-00-00-00-00-01", iso(start), iso(end)],
+        ["'=P1", "00-DB-00-00-00-00-00-02", iso(start), iso(end)],
+    ]
+
+
+def batches_state(rollout) -> list[tuple]:
+    return sorted(
+        RolloutHub.objects.filter(rollout=rollout).values_list(
+            "hub__guid",
+            "batch__name",
+            "batch__window_start",
+            "batch__window_end",
+            "group",
+            "planned_activation_at",
+        )
+    )
+
+
+@pytest.mark.req("PL2")
+@pytest.mark.req("SL2")
+@pytest.mark.req("X2")
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_an_exported_schedule_uploads_back_applied_and_changes_nothing(
+    client, piloted, csp_north, csp_south, fmt
+):
+    from rollouts.services.piloting import upload_default_pilot_list
+    from rollouts.services.schedules import upload_default_pilot_schedule, upload_safe_launch_schedule
+
+    live = piloted["rollout"]
+    suffix = "-xlsx" if fmt == "xlsx" else ""
+    before = batches_state(live)
+    batches_before = sorted(
+        Batch.objects.filter(rollout=live).values_list("pk", "name", "window_start", "window_end")
+    )
+    for user, kind, service in (
+        (csp_north, "default-pilot-list", upload_default_pilot_list),
+        (csp_north, "default-pilot-schedule", upload_default_pilot_schedule),
+        (csp_south, "safe-launch-schedule", upload_safe_launch_schedule),
+    ):
+        _, data = download(client, user, f"ssmi:rollout-{kind}{suffix}", live.pk)
+        upload = service(user=user, rollout_id=live.pk, content=ContentFile(data, name=f"{kind}.{fmt}"))
+        assert upload.state == UploadState.APPLIED, list(upload.errors.values_list("row", "code", "message"))
+        changed = {k: v for k, v in upload.summary.items() if k in CHANGES and v}
+        assert changed == {}, (kind, upload.summary)
+        assert set(upload.summary) & set(CHANGES), upload.summary  # the check is not vacuous
+        assert upload.summary.get("pilot_before") == upload.summary.get("pilot_after")
+    assert batches_state(live) == before
+    assert (
+        sorted(Batch.objects.filter(rollout=live).values_list("pk", "name", "window_start", "window_end"))
+        == batches_before
+    )
+
+
+# What an upload's summary counts as a change (the rest are sizes: hubs, batches_replaced, ...).
+CHANGES = (
+    "newly_listed",
+    "no_longer_listed",
+    "batches_added",
+    "batches_removed",
+    "hubs_given_a_batch",
+    "hubs_left_without_batch",
+    "plan_changed",
+    "joined",
+    "left",
+    "added",
+    "removed",
+)
+
+
+@pytest.mark.req("PL6")
+@pytest.mark.req("P3")
+@pytest.mark.req("P4")
+def test_the_effective_pilot_group_says_why_and_a_supplier_sees_only_its_hubs(
+    client, piloted, csp_south, dcc, import_supplier, gas_supplier, other_supplier
+):
+    live, (start, end) = piloted["rollout"], piloted["w2"]
+    rows, _ = download(client, gas_supplier, "ssi:rollout-effective-pilot-group", live.pk)
+    assert rows[0] == list(EFFECTIVE_PILOT_COLUMNS)
+    assert rows[1:] == [
+        ["00-DB-00-00-00-00-00-01", "north", "'=P1", iso(piloted["w1"][0]), iso(piloted["w1"][1]), "default"],
+        ["00-DB-00-00-00-00-00-03", "south", "S1", iso(start), iso(end), "default"],
+    ]
+    assert guids(download(client, import_supplier, "ssi:rollout-effective-pilot-group", live.pk)[0]) == [
+        "01",
+        "02",
+    ]
+    assert guids(download(client, other_supplier, "ssi:rollout-effective-pilot-group", live.pk)[0]) == []
+    assert guids(download(client, csp_south, "ssmi:rollout-effective-pilot-group", live.pk)[0]) == ["03"]
+    assert guids(download(client, dcc, "ssmi:rollout-effective-pilot-group", live.pk)[0]) == [
+        "01",
+        "02",
+        "03",
+    ]
+
+
+@pytest.mark.req("SL3")
+@pytest.mark.req("P3")
+def test_the_safe_launch_schedule_gives_a_supplier_its_hubs_a_csp_its_region(
+    client, piloted, csp_north, csp_south, dcc, import_supplier, other_supplier
+):
+    live, (start, end) = piloted["rollout"], piloted["w3"]
+    rows, _ = download(client, other_supplier, "ssi:rollout-safe-launch-schedule", live.pk)
+    assert rows == [list(SCHEDULE_COLUMNS), ["'+SL1", "00-DB-00-00-00-00-00-04", iso(start), iso(end)]]
+    assert guids(download(client, import_supplier, "ssi:rollout-safe-launch-schedule", live.pk)[0]) == []
+    assert guids(download(client, csp_north, "ssmi:rollout-safe-launch-schedule", live.pk)[0]) == []
+    assert guids(download(client, csp_south, "ssmi:rollout-safe-launch-schedule-xlsx", live.pk)[0]) == ["04"]
+    assert guids(download(client, dcc, "ssmi:rollout-safe-launch-schedule", live.pk)[0]) == ["04"]
+
+
+@pytest.mark.req("T5")
+@pytest.mark.req("P3")
+def test_the_deployment_plan_gives_a_csp_its_region_with_times_and_why(
+    client, piloted, csp_north, dcc, import_supplier
+):
+    live, (start, end) = piloted["rollout"], piloted["w1"]
+    rows, _ = download(client, csp_north, "ssmi:rollout-deployment-plan", live.pk)
+    assert rows == [
+        list(DEPLOYMENT_PLAN_COLUMNS),
+        [
+            "00-DB-00-00-00-00-00-01",
+            "'=P1",
+            iso(start),
+            iso(end),
+            iso(end),
+            "pilot_window",
+        ],  # T5: end of window
+        ["00-DB-00-00-00-00-00-02", "'=P1", iso(start), iso(end), iso(end), "pilot_window"],
+    ]
+    assert guids(download(client, dcc, "ssmi:rollout-deployment-plan", live.pk)[0]) == [
+        "01",
+        "02",
+        "03",
+        "04",
+    ]
+    with pytest.raises(PermissionDenied):
+        download_deployment_plan(user=import_supplier, rollout=live)
+
+
+@pytest.mark.req("PL5")
+@pytest.mark.req("P3")
+@pytest.mark.req("P4")
+def test_schedule_requests_list_each_hub_with_conflicts_for_the_csp_and_only_its_own_for_a_supplier(
+    client, piloted, csp_north, csp_south, dcc, import_supplier, gas_supplier
+):
+    live = piloted["rollout"]
+    rows, _ = download(client, csp_north, "ssmi:rollout-schedule-requests", live.pk)
+    assert rows[0] == list(SCHEDULE_REQUEST_COLUMNS)
+    volt, gas = sorted({r[0] for r in rows[1:]}, key=int)
+    assert [r[1:] for r in rows[1:]] == [
+        [
+            "time_band",
+            "22:00-06:00",
+            "00-DB-00-00-00-00-00-01",
+            "pending",
+            "",
+            "yes",
+        ],  # GasCo asked 08:00-12:00
+        ["time_band", "22:00-06:00", "00-DB-00-00-00-00-00-02", "pending", "", "no"],
+        ["time_band", "08:00-12:00", "00-DB-00-00-00-00-00-01", "pending", "", "yes"],
+    ]
+    assert [r[0] for r in rows[1:]] == [volt, volt, gas]
+    assert len(download(client, dcc, "ssmi:rollout-schedule-requests", live.pk)[0]) == 4
+    assert download(client, csp_south, "ssmi:rollout-schedule-requests", live.pk)[0][1:] == []
+    rows, data = download(client, import_supplier, "ssi:rollout-schedule-requests", live.pk)
+    assert [(r[0], r[2], r[3][-2:], r[6]) for r in rows[1:]] == [
+        (volt, "22:00-06:00", "01", "no"),
+        (volt, "22:00-06:00", "02", "no"),
+    ]
+    assert b"08:00" not in data  # P4: never what the partner asked
+
+
+@pytest.mark.req("X2")
+def test_each_new_export_is_audited_against_the_rollout_with_its_row_count(
+    client, piloted, csp_north, import_supplier
+):
+    live = piloted["rollout"]
+    for name in (
+        "default-pilot-list",
+        "default-pilot-schedule-xlsx",
+        "effective-pilot-group",
+        "deployment-plan",
+    ):
+        download(client, csp_north, f"ssmi:rollout-{name}", live.pk)
+    download(client, import_supplier, "ssi:rollout-schedule-requests", live.pk)
+    events = AuditEvent.objects.filter(action__startswith="export.").order_by("id")
+    assert [(e.action, e.user, e.object_id, e.details) for e in events] == [
+        ("export.default_pilot_list", csp_north, str(live.pk), {"rows": 2, "format": "csv"}),
+        ("export.default_pilot_schedule", csp_north, str(live.pk), {"rows": 2, "format": "xlsx"}),
+        ("export.effective_pilot_group", csp_north, str(live.pk), {"rows": 2, "format": "csv"}),
+        ("export.deployment_plan", csp_north, str(live.pk), {"rows": 2, "format": "csv"}),
+        ("export.schedule_requests", import_supplier, str(live.pk), {"rows": 2, "format": "csv"}),
+    ]
+
+
+def test_the_rollout_pages_link_the_downloads_of_each_face(client, piloted, csp_north, dcc, import_supplier):
+    live = piloted["rollout"]
+    sign_in(client, import_supplier)
+    page = client.get(reverse("ssi:rollout-detail", args=[live.pk])).text
+    for name in (
+        "eligibility",
+        "default-pilot-list",
+        "default-pilot-schedule",
+        "effective-pilot-group",
+        "safe-launch-schedule",
+        "schedule-requests",
+    ):
+        assert reverse(f"ssi:rollout-{name}", args=[live.pk]) in page
+    sign_in(client, csp_north)
+    page = client.get(reverse("ssmi:rollout-detail", args=[live.pk])).text
+    for name in ("device-status", "default-pilot-schedule-xlsx", "deployment-plan", "schedule-requests"):
+        assert reverse(f"ssmi:rollout-{name}", args=[live.pk]) in page
+    assert reverse("ssmi:rollout-evidence", args=[live.pk]) not in page  # DCC only (B5)
+    sign_in(client, dcc)
+    assert (
+        reverse("ssmi:rollout-evidence", args=[live.pk])
+        in client.get(reverse("ssmi:rollout-detail", args=[live.pk])).text
+    )
+
+
+# -- B5: the evidence pack ---------------------------------------------------------------------------------
+
+
+def zip_csvs(data: bytes) -> dict[str, list[list[str]]]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        out = {}
+        for name in archive.namelist():
+            raw = archive.read(name)
+            assert raw.startswith(b"\xef\xbb\xbf"), name
+            out[name] = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+        return out
+
+
+@pytest.mark.req("B5")
+@pytest.mark.req("X2")
+def test_the_evidence_pack_holds_timeline_notices_decisions_batches_outcomes_and_failure_reasons(
+    client, piloted, dcc, dcc_2, csp_north
+):
+    from rollouts.services import counters
+    from rollouts.services.lifecycle import propose
+
+    live = piloted["rollout"]
+    RolloutHub.objects.filter(rollout=live, hub__guid__in=[SPLIT, BOTH]).update(
+        status="failed", failure_reason="=image rejected"
+    )
+    RolloutHub.objects.filter(rollout=live, hub__guid=OTHER_SOUTH).update(
+        status="failed", failure_reason="timeout"
+    )
+    counters.recount([live.pk])
+    stop = propose(user=dcc_2, rollout_id=live.pk, move="stop", reason="Field reports")
+    sign_in(client, dcc)
+    response = client.get(reverse("ssmi:rollout-evidence", args=[live.pk]))
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    files = zip_csvs(b"".join(response.streaming_content))
+    assert sorted(files) == [
+        "batches.csv",
+        "decisions.csv",
+        "failure_reasons.csv",
+        "notices.csv",
+        "outcomes.csv",
+        "timeline.csv",
+    ]
+    timeline = files["timeline.csv"]
+    assert timeline[0] == ["at", "actor", "user", "organisation", "action", "object", "details"]
+    publish = next(r for r in timeline if r[4] == "proposal.approve")
+    assert publish[1:4] == ["dcc", "dev@dcc.test", "DCC"] and re.fullmatch(
+        r"\d{4}-\d\d-\d\dT[\d:]{8}\+0[01]:00", publish[0]
+    )
+    assert {"rollout.create", "proposal.create", "schedule_request.create"} <= {r[4] for r in timeline}
+    notices = files["notices.csv"]
+    assert notices[0] == ["at", "organisation", "kind", "subject"]
+    assert ["GasCo", "pilot.default_schedule"] in [r[1:3] for r in notices[1:]]
+    decisions = files["decisions.csv"]
+    assert decisions[0] == list(DECISION_COLUMNS)
+    rows = {(r[0], r[2]): dict(zip(DECISION_COLUMNS, r, strict=True)) for r in decisions[1:]}
+    assert (rows["proposal", "publish"]["state"], rows["proposal", "publish"]["proposed_by"]) == (
+        "approved",
+        "dee@dcc.test",
+    )
+    assert rows["proposal", "publish"]["approved_by"] == "dev@dcc.test"
+    assert (rows["proposal", "stop"]["id"], rows["proposal", "stop"]["state"]) == (str(stop.pk), "pending")
+    assert (
+        rows["proposal", "stop"]["reason"] == "Field reports"
+        and rows["proposal", "stop"]["approved_by"] == ""
+    )
+    batches = files["batches.csv"]
+    assert batches[0] == ["name", "region", "group", "window_start", "window_end", "held", "hubs"]
+    assert [(r[0], r[1], r[2], r[5], r[6]) for r in batches[1:]] == [
+        ("'=P1", "north", "pilot", "no", "2"),
+        ("S1", "south", "pilot", "no", "1"),
+        ("'+SL1", "south", "safe_launch", "no", "1"),
+    ]
+    assert files["outcomes.csv"] == [
+        ["group", "status", "hubs"],
+        ["pilot", "failed", "2"],
+        ["pilot", "pending", "1"],
+        ["safe_launch", "failed", "1"],
+    ]  # U1: the CSP rows count the split hub once
+    assert files["failure_reasons.csv"] == [["reason", "hubs"], ["'=image rejected", "2"], ["timeout", "1"]]
+    event = AuditEvent.objects.get(action="export.evidence_pack")
+    assert (event.user, event.object_id, event.details["format"]) == (dcc, str(live.pk), "zip")
+    assert event.details["rows"]["batches.csv"] == 3 and event.details["rows"]["failure_reasons.csv"] == 2

@@ -8,6 +8,8 @@ Supplier (P3, P4); a CSP's rows are its region's only.
 
 from __future__ import annotations
 
+import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Literal
@@ -367,7 +369,15 @@ def schedule_requests_query(org: Organisation, rollout: Rollout) -> Query:
                   AND o.supplier_id <> sr.supplier_id AND o.value <> sr.value) THEN 'yes' ELSE 'no' END"""
     return Query(
         columns=SCHEDULE_REQUEST_COLUMNS,
-        select=["sr.id", "c.kind", _REQUEST_VALUE_SQL, guid_sql("h.guid"), "sr.state", "nullif(sr.answer_reason, '')", conflict],
+        select=[
+            "sr.id",
+            "c.kind",
+            _REQUEST_VALUE_SQL,
+            guid_sql("h.guid"),
+            "sr.state",
+            "nullif(sr.answer_reason, '')",
+            conflict,
+        ],
         from_sql=f"""
             FROM rollouts_schedulerequest sr
             JOIN rollouts_schedulingconstraint c ON c.id = sr.constraint_id
@@ -384,7 +394,9 @@ def download_default_pilot_list(*, user: User, rollout: Rollout, fmt: Format = "
     """PL3: the Default Pilot List (A02): a CSP's region, a Supplier's own hubs, everything for DCC."""
     org = _require(user, OrgKind.SUPPLIER, OrgKind.CSP, OrgKind.DCC)
     query = default_pilot_list_query(org, rollout)
-    return _download(user, "default_pilot_list", rollout, query, fmt, f"{rollout.reference}-default-pilot-list")
+    return _download(
+        user, "default_pilot_list", rollout, query, fmt, f"{rollout.reference}-default-pilot-list"
+    )
 
 
 def download_default_pilot_schedule(*, user: User, rollout: Rollout, fmt: Format = "csv") -> Download:
@@ -424,3 +436,178 @@ def download_schedule_requests(*, user: User, rollout: Rollout, fmt: Format = "c
     query = schedule_requests_query(org, rollout)
     filename = f"{rollout.reference}-schedule-requests"
     return _download(user, "schedule_requests", rollout, query, fmt, filename)
+
+
+# -- B5: the evidence pack of a rollout, for the Panel (DCC) -------------------------------------------------
+
+
+def uk_sql(expr: str) -> str:
+    """ISO 8601 in UK local time with its offset (+00:00 or +01:00), so a time at a clock change is exact."""
+    local = f"(({expr}) AT TIME ZONE 'Europe/London')"
+    return (
+        f"""to_char({local}, 'YYYY-MM-DD"T"HH24:MI:SS') || CASE WHEN {local} - (({expr}) AT TIME ZONE 'UTC') """
+        "= interval '1 hour' THEN '+01:00' ELSE '+00:00' END"
+    )
+
+
+TIMELINE_COLUMNS = ("at", "actor", "user", "organisation", "action", "object", "details")
+NOTICE_COLUMNS = ("at", "organisation", "kind", "subject")
+DECISION_COLUMNS = (
+    "kind",
+    "id",
+    "decision",
+    "state",
+    "reason",
+    "proposed_by",
+    "proposed_at",
+    "approved_by",
+    "decided_at",
+    "comment",
+    "panel",
+)
+BATCH_COLUMNS = ("name", "region", "group", "window_start", "window_end", "held", "hubs")
+OUTCOME_COLUMNS = ("group", "status", "hubs")
+FAILURE_REASON_COLUMNS = ("reason", "hubs")
+
+
+def evidence_queries(rollout: Rollout) -> dict[str, Query]:
+    """The files of the evidence pack, each one SELECT (escaped in SQL like every export)."""
+    r = rollout.pk
+    timeline = Query(
+        columns=TIMELINE_COLUMNS,
+        select=[
+            uk_sql("e.at"),
+            "e.actor",
+            "u.email",
+            "o.name",
+            "e.action",
+            "e.object_repr",
+            "e.details::text",
+        ],
+        # The rollout itself and everything that belongs to it: proposals, batches, incidents, schedule
+        # requests and uploads (the (object_type, object_id) index serves each).
+        from_sql="""
+            FROM rollouts_auditevent e
+            LEFT JOIN rollouts_user u ON u.id = e.user_id
+            LEFT JOIN rollouts_organisation o ON o.id = e.organisation_id
+            WHERE (e.object_type, e.object_id) IN (
+                SELECT 'rollouts.rollout', %s::text
+                UNION ALL SELECT 'rollouts.proposal', id::text FROM rollouts_proposal WHERE rollout_id = %s
+                UNION ALL SELECT 'rollouts.batch', id::text FROM rollouts_batch WHERE rollout_id = %s
+                UNION ALL SELECT 'rollouts.incident', id::text FROM rollouts_incident WHERE rollout_id = %s
+                UNION ALL SELECT 'rollouts.schedulerequest', id::text FROM rollouts_schedulerequest
+                          WHERE rollout_id = %s
+                UNION ALL SELECT 'rollouts.upload', id::text FROM rollouts_upload WHERE rollout_id = %s)""",
+        params=[r] * 6,
+        order_by="e.at, e.id",
+        text_columns=("user", "organisation", "object", "details"),
+    )
+    notices = Query(
+        columns=NOTICE_COLUMNS,
+        select=[uk_sql("n.created_at"), "o.name", "n.kind", "n.subject"],
+        from_sql="""FROM rollouts_notice n JOIN rollouts_organisation o ON o.id = n.organisation_id
+                    WHERE n.rollout_id = %s""",
+        params=[r],
+        order_by="n.created_at, n.id",
+        text_columns=("organisation", "subject"),
+    )
+    # Four-eyes proposals (B4) with proposer and approver, and incident decisions (I2): raised by whom
+    # (the System when nobody), decided by whom, and the Panel's confirmation.
+    decisions = Query(
+        columns=DECISION_COLUMNS,
+        select=[f"d.{c}" for c in DECISION_COLUMNS],
+        from_sql=f"""FROM (
+            SELECT 'proposal' AS kind, p.id, p.move AS decision, p.state, nullif(p.reason, '') AS reason,
+                   pu.email AS proposed_by, {uk_sql("p.proposed_at")} AS proposed_at, du.email AS approved_by,
+                   {uk_sql("p.decided_at")} AS decided_at, nullif(p.comment, '') AS comment, NULL AS panel,
+                   p.proposed_at AS sort_at
+            FROM rollouts_proposal p
+            JOIN rollouts_user pu ON pu.id = p.proposed_by_id
+            LEFT JOIN rollouts_user du ON du.id = p.decided_by_id
+            WHERE p.rollout_id = %s
+            UNION ALL
+            SELECT 'incident', i.id, nullif(i.outcome, ''), CASE WHEN i.outcome = '' THEN 'open' ELSE 'decided' END,
+                   nullif(i.outcome_reason, ''), coalesce(ru.email, 'System'), {uk_sql("i.raised_at")},
+                   du.email, {uk_sql("i.decided_at")}, i.description, nullif(i.panel, ''), i.raised_at
+            FROM rollouts_incident i
+            LEFT JOIN rollouts_user ru ON ru.id = i.raised_by_id
+            LEFT JOIN rollouts_user du ON du.id = i.decided_by_id
+            WHERE i.rollout_id = %s) d""",
+        params=[r, r],
+        order_by="d.sort_at, d.kind, d.id",
+        text_columns=("reason", "proposed_by", "approved_by", "comment"),
+    )
+    batches = Query(
+        columns=BATCH_COLUMNS,
+        select=[
+            "b.name",
+            "b.region",
+            'b."group"',
+            uk_sql("b.window_start"),
+            uk_sql("b.window_end"),
+            "CASE WHEN b.held THEN 'yes' ELSE 'no' END",
+            "coalesce(c.n, 0)",
+        ],
+        from_sql="""
+            FROM rollouts_batch b
+            LEFT JOIN (SELECT batch_id, count(*) AS n FROM rollouts_rollouthub
+                       WHERE rollout_id = %s AND batch_id IS NOT NULL GROUP BY batch_id) c ON c.batch_id = b.id
+            WHERE b.rollout_id = %s""",
+        params=[r, r],
+        order_by='b."group", b.region, b.window_start, b.name',
+        text_columns=("name",),
+    )
+    # U1: the CSP rows of the counters hold every hub once (split hubs are not counted twice).
+    outcomes = Query(
+        columns=OUTCOME_COLUMNS,
+        select=['x."group"', "x.status", "x.hubs"],
+        from_sql="""FROM (SELECT c."group", c.status, sum(c.hubs) AS hubs
+                          FROM rollouts_rolloutcounter c
+                          JOIN rollouts_organisation o ON o.id = c.organisation_id AND o.kind = 'csp'
+                          WHERE c.rollout_id = %s GROUP BY c."group", c.status HAVING sum(c.hubs) > 0) x""",
+        params=[r],
+        order_by='x."group", x.status',
+        text_columns=(),
+    )
+    failures = Query(
+        columns=FAILURE_REASON_COLUMNS,
+        select=["f.reason", "f.hubs"],
+        from_sql="""FROM (SELECT coalesce(nullif(failure_reason, ''), '(no reason given)') AS reason,
+                                 count(*) AS hubs
+                          FROM rollouts_rollouthub WHERE rollout_id = %s AND status = 'failed' GROUP BY 1) f""",
+        params=[r],
+        order_by="f.hubs DESC, f.reason",
+        text_columns=("reason",),
+    )
+    return {
+        "timeline.csv": timeline,
+        "notices.csv": notices,
+        "decisions.csv": decisions,
+        "batches.csv": batches,
+        "outcomes.csv": outcomes,
+        "failure_reasons.csv": failures,
+    }
+
+
+def evidence_pack(*, user: User, rollout: Rollout) -> Download:
+    """B5: one ZIP of CSVs for the Panel: timeline, notices, decisions with proposers and approvers,
+    batches, outcome counts and failure reasons. DCC only; audited with each file's row count (X2).
+
+    Each CSV is streamed by COPY into its zip entry in a temporary file (deleted when closed).
+    """
+    _require(user, OrgKind.DCC)
+    handle = tempfile.TemporaryFile(suffix=".zip")  # noqa: SIM115 - closed by FileResponse
+    rows: dict[str, int] = {}
+    try:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, query in evidence_queries(rollout).items():
+                rows[name] = query.count()
+                with archive.open(name, "w", force_zip64=True) as entry:
+                    for chunk in copy_csv(query):
+                        entry.write(chunk)
+    except BaseException:
+        handle.close()
+        raise
+    handle.seek(0)
+    audit.record(user, "export.evidence_pack", rollout, rows=rows, format="zip")
+    return Download(f"{rollout.reference}-evidence.zip", "application/zip", sum(rows.values()), file=handle)
