@@ -477,21 +477,6 @@ def withdraw_firmware(*, user: User, version_id: int, reason: str) -> FirmwareVe
     return version
 
 
-def dcc_outstanding(rollout: Rollout) -> list[str]:
-    """What DCC must decide now (U1): e.g. 'stop or supersede' for a withdrawn firmware (N4)."""
-    actions = []
-    if (
-        rollout.target_version.withdrawn_at
-        and rollout.stage in (Stage.NOTIFICATION, Stage.PILOTING)
-        and rollout.status in LIVE
-    ):
-        actions.append("Stop or supersede: the target firmware was withdrawn.")
-    pending = rollout.proposals.filter(state=ProposalState.PENDING).count()
-    if pending:
-        actions.append(f"{pending} decision(s) awaiting a second DCC user.")
-    return actions
-
-
 def _apply_four_eyes(name: str, notice: str | None = None):
     def apply(proposal: Proposal) -> Rollout:
         details = proposal.details

@@ -6,6 +6,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from rollouts import selectors
+from rollouts.outstanding import next_dates_of_others, outstanding_actions_for
 
 from ..access import supplier_required
 
@@ -19,6 +20,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "ssi/dashboard.html",
         {
             "summaries": selectors.rollout_summaries_for(request.org),
+            "actions": outstanding_actions_for(request.org),
+            "others": next_dates_of_others(request.org),
             "notices": notices,
             "has_unread": any(not n.is_read for n in notices),
         },

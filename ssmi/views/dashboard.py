@@ -8,7 +8,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from rollouts import selectors
-from rollouts.services.lifecycle import approve_proposal, dcc_outstanding, reject_proposal
+from rollouts.outstanding import next_dates_of_others, outstanding_actions_for
+from rollouts.services.lifecycle import approve_proposal, reject_proposal
 from rollouts.transitions import MOVES
 
 from ..access import dcc_or_csp_required, dcc_required
@@ -20,9 +21,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     notices = list(selectors.notices_for(request.user)[:10])
     summaries = selectors.rollout_summaries_for(request.org)
     proposals = list(selectors.pending_proposals_for(request.org))
-    actions = []
-    if request.org.is_dcc:
-        actions = [(s.rollout, action) for s in summaries for action in dcc_outstanding(s.rollout)]
+    actions = outstanding_actions_for(request.org)
     return render(
         request,
         "ssmi/dashboard.html",
@@ -32,6 +31,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "has_unread": any(not n.is_read for n in notices),
             "proposals": proposals,
             "actions": actions,
+            "others": next_dates_of_others(request.org),
             "moves": MOVES,
         },
     )

@@ -25,7 +25,6 @@ from rollouts.models.rollouts import automatic_deployment_time
 from rollouts.services import counters
 from rollouts.services.lifecycle import (
     approve_proposal,
-    dcc_outstanding,
     propose,
     reject_proposal,
     revoke_rollout,
@@ -300,7 +299,11 @@ def test_a_withdrawn_firmware_blocks_safe_launch_and_asks_dcc_to_stop_or_superse
         start_safe_launch_without_pilot(user=dcc, rollout_id=rollout.pk)
     assert state(rollout) == (Stage.NOTIFICATION, Status.ACTIVE)
     rollout.refresh_from_db()
-    assert dcc_outstanding(rollout) == ["Stop or supersede: the target firmware was withdrawn."]
+    from rollouts.outstanding import outstanding_actions_for
+
+    assert [a.text for a in outstanding_actions_for(dcc.organisation) if a.rollout == rollout] == [
+        "Stop or supersede: the target firmware was withdrawn."
+    ]
     assert Notice.objects.filter(rollout=rollout, kind="firmware.withdrawn").exists()
 
 
