@@ -142,7 +142,11 @@ def estate(big: int) -> dict:
             "'automatic' OR status <> 'pending')",
             [rollout.auto_deploy_at, rollout.pk, rollout.auto_deploy_at],
         )
-        cursor.execute("ANALYZE rollouts_hub; ANALYZE rollouts_rollouthub; ANALYZE rollouts_hubinstruction")
+        # Every case rewrites up to a million rows; without autovacuum (off on bench servers) a rerun would start
+        # from the previous runs' dead rows and time them too. VACUUM cannot run in a transaction: autocommit here.
+        t = perf_counter()
+        cursor.execute("VACUUM (ANALYZE) rollouts_hub, rollouts_rollouthub, rollouts_hubinstruction")
+        print(f"setup: VACUUM (ANALYZE) in {perf_counter() - t:.1f} s", flush=True)
     assert RolloutHub.objects.filter(rollout=rollout).count() >= SPLIT_HUBS
     return {"rollout": rollout, "users": users}
 
@@ -153,10 +157,16 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")))
     parser.add_argument("--big", type=int, default=None, help="hubs of the big Supplier (default 1,000,000)")
+    parser.add_argument(
+        "--sql",
+        action="store_true",
+        help="print each case's SQL statements slower than 50 ms, with their time",
+    )
     args = parser.parse_args(argv)
     big = args.big or (100_000 if args.quick else 1_000_000)
     _django()
     from django.core.files.base import ContentFile
+    from django.db import connection
 
     from rollouts.models import RolloutHub
     from rollouts.services.instructions import instruct_early_deployment, withdraw_instruction
@@ -169,14 +179,47 @@ def main(argv: list[str]) -> int:
     figures: list[tuple[str, int, float]] = []
 
     def timed(label: str, fn) -> object:
+        statements: list[tuple[float, str]] = []
+
+        def wrapper(execute, sql, params, many, context):
+            start = perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                statements.append((perf_counter() - start, sql))
+
         t = perf_counter()
-        result = fn()
+        if args.sql:
+            commit = connection._commit
+
+            def timed_commit():  # the deferred foreign-key checks run here
+                start = perf_counter()
+                try:
+                    return commit()
+                finally:
+                    statements.append((perf_counter() - start, "COMMIT"))
+
+            connection._commit = timed_commit
+            try:
+                with connection.execute_wrapper(wrapper):
+                    result = fn()
+            finally:
+                del connection._commit
+        else:
+            result = fn()
         seconds = perf_counter() - t
         hubs = getattr(result, "hub_count", None) or (
             result.get("withdrawn") if isinstance(result, dict) else 0
         )
         figures.append((label, hubs, seconds))
         print(f"{label:<28} {hubs:>10,} hubs {seconds:8.2f} s", flush=True)
+        if args.sql:
+            print(
+                f"    {sum(took for took, _ in statements):7.3f} s  all {len(statements)} statements and COMMIT"
+            )
+        for took, sql in statements:
+            if took >= 0.05:
+                print(f"    {took:7.3f} s  {' '.join(sql.split())[:150]}", flush=True)
         return result
 
     def by_file(user, at):

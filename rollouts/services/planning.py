@@ -10,24 +10,28 @@ from __future__ import annotations
 
 from django.db import connection
 
+# E3 without a per-hub subquery: at most two Suppliers count for a hub (its Import and its Gas Supplier,
+# once when one organisation is both), so each is one LEFT JOIN on the unique (rollout, hub, supplier)
+# key of HubInstruction. A hub is instructed when every one of its Suppliers has a row; the later time
+# wins (GREATEST ignores the NULL of a Supplier the hub does not have). The previous LATERAL
+# count/max per hub gave the same answer row by row; this form takes a merge or hash join at 1,000,000
+# hubs (replan 13.2 s -> 7.4 s, most of it now the UPDATE itself) and unique-key lookups at 50,000.
 PLAN = """
     SELECT rh.id,
            r.auto_deploy_at AS automatic,
            CASE WHEN rh."group" = 'pilot' THEN b.window_end END AS pilot_end,
-           CASE WHEN i.given = (CASE WHEN rh.import_supplier_id IS NOT NULL THEN 1 ELSE 0 END
-                                + CASE WHEN rh.gas_supplier_id IS NOT NULL
-                                        AND rh.gas_supplier_id IS DISTINCT FROM rh.import_supplier_id
-                                       THEN 1 ELSE 0 END)
-                THEN i.latest END AS instructed
+           CASE WHEN (rh.import_supplier_id IS NULL OR imp.deploy_at IS NOT NULL)
+                 AND (rh.gas_supplier_id IS NULL OR rh.gas_supplier_id = rh.import_supplier_id
+                      OR gas.deploy_at IS NOT NULL)
+                THEN GREATEST(imp.deploy_at, gas.deploy_at) END AS instructed
     FROM rollouts_rollouthub rh
     JOIN rollouts_rollout r ON r.id = rh.rollout_id
     LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
-    LEFT JOIN LATERAL (
-        SELECT count(DISTINCT hi.supplier_id) AS given, max(hi.deploy_at) AS latest
-        FROM rollouts_hubinstruction hi
-        WHERE hi.rollout_id = rh.rollout_id AND hi.hub_id = rh.hub_id
-          AND hi.supplier_id IN (rh.import_supplier_id, rh.gas_supplier_id)
-    ) i ON true
+    LEFT JOIN rollouts_hubinstruction imp
+           ON imp.rollout_id = rh.rollout_id AND imp.hub_id = rh.hub_id AND imp.supplier_id = rh.import_supplier_id
+    LEFT JOIN rollouts_hubinstruction gas
+           ON gas.rollout_id = rh.rollout_id AND gas.hub_id = rh.hub_id AND gas.supplier_id = rh.gas_supplier_id
+          AND rh.gas_supplier_id IS DISTINCT FROM rh.import_supplier_id
     WHERE rh.rollout_id = %(rollout)s AND rh.status IN ('pending', 'scheduled') {only}
 """
 
