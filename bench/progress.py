@@ -1,6 +1,15 @@
 """Status feed benchmark (PL9, SL4, U3, B1): figures printed, never asserted.
 
-    python -m bench.progress [--records N] [--repeat N]
+    python -m bench.progress [--records N] [--repeat N] [--distinct-times] [--sql] [--explain REGEX] [--profile]
+
+--distinct-times: every record has its own `at` text (1 µs apart), as real feeds do, instead of one
+time for the whole feed. Profiling, for finding where a feed's time goes:
+--sql: each feed's statements that take 20 ms or more, slowest first, with the share the database
+took (django.db.connection.execute_wrapper; the commit and Python are the rest);
+--explain REGEX: each statement matching REGEX first runs under EXPLAIN (ANALYZE, BUFFERS) inside a
+savepoint that is rolled back (its plan printed), then for real;
+--profile: each feed under cProfile, its 30 costliest calls (cumulative).
+The URL patterns are loaded before the first feed (a running server has them loaded): not a feed's time.
 
 Needs DATABASE_URL (migrated), as `make bench` provides. Reuses the schedules bench's estate (model
 5C4ED001, hubs created once with a bare COPY). Each run publishes a fresh operational rollout (the
@@ -18,31 +27,84 @@ Afterwards the bench hubs go back to the replaced version (bench setup), so the 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
 import datetime as dt
+import pstats
+import re
 import statistics
 from time import perf_counter
 
 from bench.schedules import REGIONS, _django, _estate, _file, _north_guids, _parties, _publish, _say
 
 
-def _feed(guids: list[str], status_for, at: str):
+def _feed(guids: list[str], status_for, at: dt.datetime, distinct: bool = False):
+    """The feed file; with `distinct`, record n is timed n microseconds after `at` (each its own text)."""
     from django.core.files.base import ContentFile
 
     lines = ["guid,status,at,reason,firmware_version"]
+    same = at.isoformat()
     for n, g in enumerate(guids):
         status, reason, version = status_for(n)
-        lines.append(f"{g},{status},{at},{reason},{version}")
+        when = (at + dt.timedelta(microseconds=n)).isoformat() if distinct else same
+        lines.append(f"{g},{status},{when},{reason},{version}")
     return ContentFile(("\n".join(lines) + "\n").encode(), name="feed.csv")
 
 
-def run(records: int, repeat: int) -> dict[str, list[float]]:
+class _SqlTimes:
+    """execute_wrapper: each statement's wall time, to see where a feed's time goes."""
+
+    def __init__(self, explain: str | None = None) -> None:
+        self.rows: list[tuple[float, str]] = []
+        self.explain = explain
+
+    def __call__(self, execute, sql, params, many, context):
+        if self.explain and re.search(self.explain, str(sql)) and not many:
+            explain, self.explain = self.explain, None  # its own statements go through this wrapper too
+            try:
+                self._explain(context["cursor"], sql, params)
+            finally:
+                self.explain = explain
+        start = perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.rows.append((perf_counter() - start, " ".join(str(sql).split())))
+
+    @staticmethod
+    def _explain(cursor, sql, params) -> None:
+        """EXPLAIN (ANALYZE, BUFFERS) the statement inside a savepoint that is rolled back, then run it."""
+        cursor.execute("SAVEPOINT bench_explain")
+        try:
+            cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", params)
+            _say("\n".join(f"      {row[0]}" for row in cursor.fetchall()))
+        finally:
+            cursor.execute("ROLLBACK TO SAVEPOINT bench_explain")
+
+    def report(self, total: float) -> None:
+        spent = sum(t for t, _ in self.rows)
+        _say(f"    SQL: {len(self.rows)} statements, {spent:.2f} s of {total:.2f} s")
+        for seconds, sql in sorted(self.rows, reverse=True):
+            if seconds < 0.02:
+                break
+            _say(f"    {seconds * 1000:8.1f} ms  {sql[:150]}")
+
+
+def run(
+    records: int,
+    repeat: int,
+    sql: bool = False,
+    explain: str | None = None,
+    profile: bool = False,
+    distinct_times: bool = False,
+) -> dict[str, list[float]]:
     from django.db import connection
     from django.utils import timezone
 
     from rollouts.models import RolloutCounter
     from rollouts.services.counters import counter_mismatches
     from rollouts.services.lifecycle import start_safe_launch_without_pilot
-    from rollouts.services.progress import submit_status_feed
+    from rollouts.services.progress import rollout_link, submit_status_feed
     from rollouts.services.schedules import upload_safe_launch_schedule
 
     parties = _parties()
@@ -59,22 +121,34 @@ def run(records: int, repeat: int) -> dict[str, list[float]]:
             content=_file(guids, "BENCH", now.isoformat(), (now + dt.timedelta(days=3)).isoformat()),
         )
         assert upload.state == "applied", upload.state
-        at = timezone.now().isoformat()  # after publication: older records never move a hub
+        rollout_link(rollout)  # bench setup: URL patterns loaded once per process, as in a running server
+        at = timezone.now()  # after publication: older records never move a hub
 
         def outcome(n: int):
             return ("failed", "HAN join timeout", "") if n % 33 == 0 else ("activated", "", v2.version)
 
         for key, content in (
-            ("a", _feed(guids, outcome, at)),
-            ("b", _feed(guids, outcome, at)),
-            ("c", _feed(guids, lambda n: ("distributed", "", ""), timezone.now().isoformat())),
+            ("a", _feed(guids, outcome, at, distinct_times)),
+            ("b", _feed(guids, outcome, at, distinct_times)),
+            ("c", _feed(guids, lambda n: ("distributed", "", ""), timezone.now(), distinct_times)),
         ):
-            start = perf_counter()
-            upload = submit_status_feed(
-                user=parties["csp"], rollout_id=rollout.pk, content=content, name="feed.csv"
-            )
-            times[key].append(perf_counter() - start)
+            timer = _SqlTimes(explain)
+            with connection.execute_wrapper(timer) if sql or explain else contextlib.nullcontext():
+                profiler = cProfile.Profile() if profile else None
+                start = perf_counter()
+                if profiler:
+                    profiler.enable()
+                upload = submit_status_feed(
+                    user=parties["csp"], rollout_id=rollout.pk, content=content, name="feed.csv"
+                )
+                if profiler:
+                    profiler.disable()
+                times[key].append(perf_counter() - start)
             _say(f"  {key}: {times[key][-1]:.2f} s ({upload.state}, {upload.summary or upload.error_count})")
+            if sql:
+                timer.report(times[key][-1])
+            if profiler:
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
         mismatches = counter_mismatches([rollout.pk])
         activated = sum(
             RolloutCounter.objects.filter(
@@ -94,12 +168,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--sql", action="store_true", help="print each feed's statements over 20 ms")
+    parser.add_argument(
+        "--distinct-times",
+        action="store_true",
+        help="each record its own `at` (1 µs apart) instead of one time",
+    )
+    parser.add_argument("--profile", action="store_true", help="cProfile each feed (30 costliest calls)")
+    parser.add_argument(
+        "--explain", metavar="TEXT", help="EXPLAIN (ANALYZE, BUFFERS) statements containing TEXT"
+    )
     options = parser.parse_args()
     _django()
     _say(
         f"Status feed bench: {options.records:,} records, {options.repeat} run(s), regions {', '.join(REGIONS)}"
     )
-    times = run(options.records, options.repeat)
+    times = run(
+        options.records, options.repeat, options.sql, options.explain, options.profile, options.distinct_times
+    )
     labels = {
         "a": f"feed of {options.records:,} records (97% activated, 3% failed)",
         "b": "the same feed again (nothing moves)",

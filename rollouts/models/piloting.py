@@ -207,20 +207,30 @@ class HubInstruction(models.Model):
 
 
 class HubEvent(models.Model):
-    """PL9, SL4: one device status record as reported (the enhanced-monitoring timeline of a hub)."""
+    """PL9, SL4: one device status record as reported (the enhanced-monitoring timeline of a hub).
+
+    Written by the thousand per feed: no FK constraints (the feed checks every GUID against the
+    rollout first) and one index, the timeline's (rollout, hub, at).
+    """
 
     rollout = models.ForeignKey(
-        "rollouts.Rollout", on_delete=models.PROTECT, related_name="+", db_index=False
+        "rollouts.Rollout", on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )
     hub = models.ForeignKey(
-        "rollouts.Hub", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False
+        "rollouts.Hub", on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
     )
     status = models.CharField(max_length=12)  # scheduled, distributed, activated, failed
     at = models.DateTimeField()
     reason = models.TextField(blank=True)
     firmware_version = models.CharField(max_length=8, blank=True)
     upload = models.ForeignKey(
-        "rollouts.Upload", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+        "rollouts.Upload",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     recorded_at = models.DateTimeField(default=timezone.now)
 

@@ -79,6 +79,18 @@ STATUS_FEED = Layout(
 FEED_STATUSES = ("scheduled", "distributed", "activated", "failed")
 # Forward only: a newer record may move a hub to a higher rank, never back or sideways (status_invalid).
 RANK = "CASE {col} WHEN 'pending' THEN 0 WHEN 'scheduled' THEN 1 WHEN 'distributed' THEN 2 ELSE 3 END"
+# The form CSP systems send, parsed in SQL: a date and a time to the minute, second or microsecond,
+# with Z or an offset of at most 14 hours. Each text is parsed by Python's fromisoformat (through
+# `_parse_at`) to the same instant; anything else, even a valid ISO 8601 variant, is parsed in Python.
+ISO_AT_SQL = (
+    r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9]"
+    r"(:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])$"
+)
+# The day exists in its month (the pattern lets 2027-02-30 through; a cast of it would raise).
+_ISO_DAY_EXISTS = (
+    "substr(value, 9, 2)::int <= extract(day FROM make_date(substr(value, 1, 4)::int, substr(value, 6, 2)::int, 1)"
+    " + interval '1 month - 1 day')"
+)
 CLOCK_SKEW = dt.timedelta(minutes=10)  # a record timed later than now + this is refused
 LIVE_STATUSES = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
 ON_HOLD = (Status.PAUSED, Status.SUSPENDED)
@@ -120,10 +132,20 @@ class StatusFeedHandler:
         }
 
     def _stage_times(self, staging: Staging) -> None:
-        """`at` is parsed once per distinct text in Python (UK local time and clock changes, as for
-        schedule windows) and joined back in SQL."""
+        """`at` once per distinct text: the form CSP systems send (ISO 8601 date and time with seconds
+        and an offset or Z) is parsed in SQL, exactly as `_parse_at` does; any other text (UK local
+        time, clock changes, odd forms) goes to `_parse_at` in Python and is joined back."""
         cursor = staging.cursor
-        cursor.execute(f"SELECT DISTINCT at FROM {ROWS} WHERE at IS NOT NULL")
+        cursor.execute("DROP TABLE IF EXISTS feed_times")
+        cursor.execute(
+            f"""CREATE TEMP TABLE feed_times ON COMMIT DROP AS
+                SELECT value, CASE WHEN value ~ %(iso)s THEN CASE WHEN {_ISO_DAY_EXISTS}
+                                   THEN value::timestamptz END END AS at,
+                       NULL::text AS code, NULL::text AS message
+                FROM (SELECT DISTINCT at AS value FROM {ROWS} WHERE at IS NOT NULL) d""",
+            {"iso": ISO_AT_SQL},
+        )
+        cursor.execute("SELECT value FROM feed_times WHERE at IS NULL")
         parsed = []
         for (value,) in cursor.fetchall():
             try:
@@ -131,149 +153,163 @@ class StatusFeedHandler:
             except WindowTimeError as error:
                 code = "time_ambiguous" if error.code == "time_ambiguous" else "value_invalid"
                 parsed.append((value, None, code, error.message))
-        staging.create_temp(
-            "feed_times",
-            "SELECT NULL::text AS value, NULL::timestamptz AS at, NULL::text AS code, NULL::text AS message "
-            "WHERE false",
-        )
-        with cursor.copy("COPY feed_times (value, at, code, message) FROM STDIN") as copy:
-            for row in parsed:
-                copy.write_row(row)
-        cursor.execute("ANALYZE feed_times")
+        if parsed:
+            cursor.execute("DROP TABLE IF EXISTS feed_times_py")
+            cursor.execute(
+                "CREATE TEMP TABLE feed_times_py (value text, at timestamptz, code text, message text) ON COMMIT DROP"
+            )
+            with cursor.copy("COPY feed_times_py (value, at, code, message) FROM STDIN") as copy:
+                for row in parsed:
+                    copy.write_row(row)
+            cursor.execute(
+                """UPDATE feed_times t SET at = p.at, code = p.code, message = p.message
+                   FROM feed_times_py p WHERE p.value = t.value"""
+            )
 
     def check(self, staging: Staging, upload: Upload) -> None:
         cursor = staging.cursor
         params = self._params
         self._stage_times(staging)
+        # One pass builds every column the checks and the apply read (U3: `activated` on another
+        # version is a failure with that reason), and whether the record moves its hub.
         cursor.execute("DROP TABLE IF EXISTS feed_rows")
         cursor.execute(
             f"""CREATE TEMP TABLE feed_rows ON COMMIT DROP AS
-                SELECT r.row_no, r.guid, r.status AS status_given, lower(btrim(r.status)) AS status, r.at AS at_given,
-                       t.at, t.code AS at_code, t.message AS at_message,
-                       nullif(btrim(r.reason), '') AS reason, upper(nullif(btrim(r.firmware_version), '')) AS fw,
-                       h.id AS hub_id, h.region = %(region)s AS visible, rh.id AS rh_id, rh.status AS old_status,
-                       rh.status_at AS old_at, rh.batch_id, rh."group" AS hub_group,
-                       rh.import_supplier_id, rh.gas_supplier_id,
-                       b.held AS batch_held,
-                       (b.id IS NOT NULL AND rh.status <> 'left'
-                        AND ((%(pilot_live)s AND b."group" = 'pilot') OR (%(any_live)s AND NOT %(pilot_live)s)))
-                           AS live
-                FROM {ROWS} r
-                LEFT JOIN rollouts_hub h ON h.guid = r.guid_hex
-                LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = h.id
-                LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
-                LEFT JOIN feed_times t ON t.value = r.at""",
+                SELECT *, coalesce(visible AND live AND at IS NOT NULL AND at > old_at AND new_status IS NOT NULL
+                                   AND new_status <> old_status AND status IN {FEED_STATUSES}, false) AS moves
+                FROM (
+                    SELECT *,
+                           CASE WHEN status = 'activated' AND fw IS DISTINCT FROM %(target)s THEN 'failed'
+                                ELSE status END AS new_status,
+                           CASE WHEN status = 'activated' AND fw IS NOT NULL AND fw <> %(target)s
+                                THEN format('reported firmware %%s, expected %%s', fw, %(target)s)
+                                WHEN status = 'failed' THEN coalesce(reason, '') ELSE '' END AS new_reason
+                    FROM (
+                        SELECT r.row_no, r.guid, r.guid_hex, r.status AS status_given,
+                               lower(btrim(r.status)) AS status, r.at AS at_given,
+                               t.at, t.code AS at_code, t.message AS at_message,
+                               nullif(btrim(r.reason), '') AS reason,
+                               upper(nullif(btrim(r.firmware_version), '')) AS fw,
+                               h.id AS hub_id, h.region = %(region)s AS visible, rh.id AS rh_id,
+                               rh.status::text AS old_status, rh.status_at AS old_at, rh.batch_id,
+                               rh."group" AS hub_group, rh.import_supplier_id, rh.gas_supplier_id,
+                               b.held AS batch_held,
+                               (b.id IS NOT NULL AND rh.status <> 'left'
+                                AND ((%(pilot_live)s AND b."group" = 'pilot')
+                                     OR (%(any_live)s AND NOT %(pilot_live)s))) AS live
+                        FROM {ROWS} r
+                        LEFT JOIN rollouts_hub h ON h.guid = r.guid_hex
+                        LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = h.id
+                        LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
+                        LEFT JOIN feed_times t ON t.value = r.at
+                    ) j
+                ) s""",
             params,
         )
-        # U3: `activated` on another version is a failure with that reason.
-        cursor.execute(
-            """ALTER TABLE feed_rows ADD COLUMN new_status text, ADD COLUMN new_reason text;
-               UPDATE feed_rows SET
-                   new_status = CASE WHEN status = 'activated' AND fw IS DISTINCT FROM %(target)s THEN 'failed'
-                                     ELSE status END,
-                   new_reason = CASE WHEN status = 'activated' AND fw IS NOT NULL AND fw <> %(target)s
-                                     THEN format('reported firmware %%s, expected %%s', fw, %(target)s)
-                                     WHEN status = 'failed' THEN coalesce(reason, '') ELSE '' END""",
-            params,
-        )
-        cursor.execute("ANALYZE feed_rows")
-        check_guids_visible(staging, self.csp)  # P3: unknown hubs and other regions' alike
-        _fail(
-            staging,
-            """SELECT row_no, 'status', status_given, 'value_invalid',
-                      'The status is one of scheduled, distributed, activated or failed.'
-               FROM feed_rows WHERE status IS NULL OR status NOT IN ('scheduled', 'distributed', 'activated', 'failed')""",
-            params,
-        )
-        _fail(
-            staging,
-            "SELECT row_no, 'at', at_given, at_code, at_message FROM feed_rows WHERE at_code IS NOT NULL",
-            params,
-        )
-        _fail(
-            staging,
-            """SELECT row_no, 'at', at_given, 'value_invalid',
-                      'This time is in the future: report a status once it has happened.'
-               FROM feed_rows WHERE at > %(latest)s""",
-            params,
-        )
-        _fail(
-            staging,
-            """SELECT row_no, 'reason', '', 'reason_missing', NULL FROM feed_rows
-               WHERE status = 'failed' AND reason IS NULL""",
-            params,
-        )
-        _fail(
-            staging,
-            """SELECT row_no, 'firmware_version', '', 'version_missing', NULL FROM feed_rows
-               WHERE status = 'activated' AND fw IS NULL""",
-            params,
-        )
-        _fail(
-            staging,
-            """SELECT row_no, 'guid', guid, 'hub_not_in_live_batch',
-                      CASE WHEN rh_id IS NULL THEN 'This Communications Hub is not part of this rollout.'
-                           WHEN old_status = 'left' THEN 'This Communications Hub has left the SMI.'
-                           WHEN batch_id IS NULL THEN 'This Communications Hub is not in any batch of this rollout.'
-                           ELSE 'The batch of this Communications Hub is not being deployed now.' END
-               FROM feed_rows WHERE visible AND NOT coalesce(live, false)""",
-            params,
-        )
-        moves = (
-            "visible AND live AND at IS NOT NULL AND at > old_at AND new_status IS NOT NULL "
-            "AND new_status <> old_status AND status IN ('scheduled', 'distributed', 'activated', 'failed')"
-        )
-        _fail(
-            staging,
-            f"""SELECT row_no, 'status', status_given, 'rollout_on_hold',
-                       CASE WHEN batch_held THEN 'The batch of this Communications Hub is held by DCC: nothing in it '
-                                                 'is distributed or activated until DCC releases it.'
-                            ELSE 'The rollout is paused or suspended: nothing is distributed or activated until '
-                                 'it resumes.' END
-                FROM feed_rows WHERE {moves} AND status IN ('distributed', 'activated')
-                  AND (%(on_hold)s OR batch_held)""",
-            params,
-        )
-        _fail(
-            staging,
-            f"""SELECT row_no, 'status', status_given, 'status_invalid',
-                       format('The hub is %%s since %%s; a later record cannot move it to %%s.',
-                              old_status, to_char(old_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                              new_status)
-                FROM feed_rows WHERE {moves}
-                  AND {RANK.format(col="new_status")} <= {RANK.format(col="old_status")}""",
-            params,
-        )
+        if self.csp.kind == OrgKind.CSP:
+            visibility = [
+                # P3, as check_guids_visible: unknown hubs and other regions' alike (the join found the hub)
+                (
+                    "guid_hex IS NOT NULL AND NOT coalesce(visible, false)",
+                    "'guid'",
+                    "guid",
+                    "'guid_not_in_region'",
+                    "NULL",
+                )
+            ]
+        else:
+            visibility = []
+            check_guids_visible(staging, self.csp)
+        moves_to = "moves AND status IN ('distributed', 'activated')"
+        rules = [
+            *visibility,
+            (
+                f"status IS NULL OR status NOT IN {FEED_STATUSES}",
+                "'status'",
+                "status_given",
+                "'value_invalid'",
+                "'The status is one of scheduled, distributed, activated or failed.'",
+            ),
+            ("at_code IS NOT NULL", "'at'", "at_given", "at_code", "at_message"),
+            (
+                "at > %(latest)s",
+                "'at'",
+                "at_given",
+                "'value_invalid'",
+                "'This time is in the future: report a status once it has happened.'",
+            ),
+            ("status = 'failed' AND reason IS NULL", "'reason'", "''", "'reason_missing'", "NULL"),
+            ("status = 'activated' AND fw IS NULL", "'firmware_version'", "''", "'version_missing'", "NULL"),
+            (
+                "visible AND NOT coalesce(live, false)",
+                "'guid'",
+                "guid",
+                "'hub_not_in_live_batch'",
+                """CASE WHEN rh_id IS NULL THEN 'This Communications Hub is not part of this rollout.'
+                        WHEN old_status = 'left' THEN 'This Communications Hub has left the SMI.'
+                        WHEN batch_id IS NULL THEN 'This Communications Hub is not in any batch of this rollout.'
+                        ELSE 'The batch of this Communications Hub is not being deployed now.' END""",
+            ),
+            (
+                f"{moves_to} AND (%(on_hold)s OR batch_held)",
+                "'status'",
+                "status_given",
+                "'rollout_on_hold'",
+                """CASE WHEN batch_held THEN 'The batch of this Communications Hub is held by DCC: nothing in it '
+                                             'is distributed or activated until DCC releases it.'
+                        ELSE 'The rollout is paused or suspended: nothing is distributed or activated until '
+                             'it resumes.' END""",
+            ),
+            (
+                f"moves AND {RANK.format(col='new_status')} <= {RANK.format(col='old_status')}",
+                "'status'",
+                "status_given",
+                "'status_invalid'",
+                """format('The hub is %%s since %%s; a later record cannot move it to %%s.',
+                          old_status, to_char(old_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                          new_status)""",
+            ),
+        ]
+        # A feed that breaks no rule (the usual case) costs one pass over the rows; otherwise each rule
+        # writes its failures.
+        any_failure = " OR ".join(f"coalesce({condition}, false)" for condition, *_ in rules)
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM feed_rows WHERE {any_failure})", params)
+        if not cursor.fetchone()[0]:
+            return
+        for condition, col, value, code, message in rules:
+            _fail(
+                staging,
+                f"SELECT row_no, {col}, {value}, {code}, {message} FROM feed_rows WHERE {condition}",
+                params,
+            )
 
     def apply(self, staging: Staging, upload: Upload) -> dict[str, Any]:
         cursor = staging.cursor
         params = {**self._params, "upload": upload.pk}
         create_delta_table(cursor)
+        # The records that move their hub (no rule failed, so `moves` is the whole condition), in the
+        # rollout hubs' id order: the UPDATE below walks the table's pages and index in order.
         cursor.execute("DROP TABLE IF EXISTS feed_moved")
         cursor.execute(
-            "CREATE TEMP TABLE feed_moved (hub_id bigint, batch_id bigint, hub_group text, new_status text, "
-            "import_id bigint, gas_id bigint, at timestamptz) ON COMMIT DROP"
+            """CREATE TEMP TABLE feed_moved ON COMMIT DROP AS
+               SELECT rh_id, hub_id, batch_id, hub_group, status, new_status, new_reason, at,
+                      import_supplier_id, gas_supplier_id, old_status
+               FROM feed_rows WHERE moves ORDER BY rh_id"""
         )
+        cursor.execute("ANALYZE feed_moved")
         # One UPDATE … FROM; RETURNING the old values into the counter deltas (U1).
         cursor.execute(
-            f"""WITH o AS (
-                    SELECT f.rh_id, f.hub_id, f.batch_id, f.hub_group, f.new_status, f.new_reason, f.at,
-                           f.import_supplier_id, f.gas_supplier_id, f.old_status
-                    FROM feed_rows f
-                    WHERE f.visible AND f.live AND f.at > f.old_at AND f.new_status <> f.old_status
-                ), moved AS (
+            f"""WITH moved AS (
                     UPDATE rollouts_rollouthub rh
-                    SET status = o.new_status, status_at = o.at, failure_reason = o.new_reason
-                    FROM o WHERE rh.id = o.rh_id
-                    RETURNING o.*, rh.rollout_id, rh.region, rh."group"
-                ), d AS (
-                    INSERT INTO {DELTA_TABLE}
-                    SELECT m.rollout_id, m.hub_id, m.import_supplier_id, m.gas_supplier_id, m.region, m."group",
-                           m.old_status, m.import_supplier_id, m.gas_supplier_id, m.region, m."group", m.new_status
-                    FROM moved m
+                    SET status = m.new_status, status_at = m.at, failure_reason = m.new_reason
+                    FROM feed_moved m WHERE rh.id = m.rh_id
+                    RETURNING m.hub_id, m.import_supplier_id, m.gas_supplier_id, m.old_status, m.new_status,
+                              rh.rollout_id, rh.region, rh."group"
                 )
-                INSERT INTO feed_moved SELECT hub_id, batch_id, hub_group, new_status, import_supplier_id,
-                                              gas_supplier_id, at FROM moved""",
+                INSERT INTO {DELTA_TABLE}
+                SELECT rollout_id, hub_id, import_supplier_id, gas_supplier_id, region, "group", old_status,
+                       import_supplier_id, gas_supplier_id, region, "group", new_status
+                FROM moved""",
             params,
         )
         moved = cursor.rowcount
@@ -286,17 +322,19 @@ class StatusFeedHandler:
                FROM feed_rows f
                WHERE NOT EXISTS (SELECT 1 FROM rollouts_hubevent e
                                  WHERE e.rollout_id = %(rollout)s AND e.hub_id = f.hub_id AND e.at = f.at
-                                   AND e.status = f.status)""",
+                                   AND e.status = f.status)
+               ORDER BY f.hub_id, f.at""",
             params,
         )
         events = cursor.rowcount
-        # U3: the SMI records the new version of the hubs activated on the target.
+        # U3: the SMI records the new version of the hubs activated on the target (in hub id order).
         cursor.execute(
             """UPDATE rollouts_hub h
                SET firmware_version_id = r.target_version_id, firmware_as_of = greatest(h.firmware_as_of, m.at),
                    updated_at = %(now)s
-               FROM feed_moved m, rollouts_rollout r
-               WHERE r.id = %(rollout)s AND h.id = m.hub_id AND m.new_status = 'activated'
+               FROM (SELECT hub_id, at FROM feed_moved WHERE new_status = 'activated' ORDER BY hub_id) m,
+                    rollouts_rollout r
+               WHERE r.id = %(rollout)s AND h.id = m.hub_id
                  AND h.firmware_version_id IS DISTINCT FROM r.target_version_id""",
             params,
         )
@@ -305,7 +343,7 @@ class StatusFeedHandler:
             """SELECT s.org, count(*) FILTER (WHERE m.new_status = 'activated'),
                       count(*) FILTER (WHERE m.new_status = 'failed')
                FROM feed_moved m
-               CROSS JOIN LATERAL (SELECT m.import_id AS org UNION SELECT m.gas_id) s
+               CROSS JOIN LATERAL (SELECT m.import_supplier_id AS org UNION SELECT m.gas_supplier_id) s
                WHERE s.org IS NOT NULL AND m.new_status IN ('activated', 'failed')
                GROUP BY 1"""
         )
@@ -318,17 +356,13 @@ class StatusFeedHandler:
                       count(*) FILTER (WHERE new_status = 'scheduled'),
                       count(*) FILTER (WHERE new_status = 'distributed'),
                       count(*) FILTER (WHERE new_status = 'activated'),
-                      count(*) FILTER (WHERE new_status = 'failed')
+                      count(*) FILTER (WHERE new_status = 'failed'),
+                      count(*) FILTER (WHERE status = 'activated' AND new_status = 'failed')
                FROM feed_moved"""
         )
-        batches, pilot, scheduled, distributed, activated, failed = cursor.fetchone()
+        batches, pilot, scheduled, distributed, activated, failed, wrong_version = cursor.fetchone()
         self.touched_batches = sorted(b for b in (batches or []) if b is not None)
         self.pilot_touched = bool(pilot)
-        cursor.execute(
-            "SELECT count(*) FILTER (WHERE status = 'activated' AND new_status = 'failed') FROM feed_rows "
-            "WHERE visible AND live AND at > old_at AND new_status <> old_status"
-        )
-        wrong_version = cursor.fetchone()[0]
         self.summary = {
             "rollout": self.rollout.pk,
             "region": self.csp.region,
