@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from allauth.account.internal.flows.login import (
@@ -101,3 +106,40 @@ def sign_in(client, user: User, *, with_mfa: bool = True):
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@contextmanager
+def celery_worker(tmp_path, *, broker: str, pool: str = "solo", env: dict | None = None):
+    """A real Celery worker in another process on `broker` (ARCHITECTURE: slow work runs in Celery)."""
+    pidfile = tmp_path / "worker.pid"
+    pidfile.unlink(missing_ok=True)  # a killed worker leaves its pidfile behind
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "chfw_portal",
+            "worker",
+            f"--pool={pool}",
+            "--concurrency=1",
+            "--loglevel=WARNING",
+            f"--pidfile={pidfile}",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "CELERY_BROKER_URL": broker, "PORTAL_TESTING": "true", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from rollouts.models import AuditEvent, Organisation, Upload, UploadKind, Upload
 from tests.rollouts.test_inventory_load import csv as inventory_csv
 from tests.rollouts.test_inventory_load import smi  # noqa: F401 - fixture
 
-from .conftest import sign_in
+from .conftest import celery_worker, sign_in
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
@@ -159,43 +157,10 @@ def _test_database_url() -> str:
 @pytest.fixture
 def worker(tmp_path):
     """A prefork worker with one child: a child that dies is replaced, and its task redelivered."""
-    env = {
-        **os.environ,
-        "CELERY_BROKER_URL": BROKER,
-        "PORTAL_TESTING": "true",
-        "DATABASE_URL": _test_database_url(),
-    }
-    pidfile = tmp_path / "worker.pid"
-    pidfile.unlink(missing_ok=True)
+    env = {"DATABASE_URL": _test_database_url()}
     Celery(broker=BROKER).control.purge()  # tasks left by an earlier, interrupted run
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "chfw_portal",
-            "worker",
-            "--pool=prefork",
-            "--concurrency=1",
-            "--loglevel=WARNING",
-            f"--pidfile={pidfile}",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with celery_worker(tmp_path, broker=BROKER, pool="prefork", env=env) as proc:
+        yield proc
 
 
 def send(task_args: list, worker) -> dict:

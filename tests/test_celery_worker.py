@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from celery import Celery
+
+from .conftest import celery_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
@@ -16,37 +16,8 @@ BROKER = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 
 @pytest.fixture
 def worker(tmp_path):
-    env = {**os.environ, "CELERY_BROKER_URL": BROKER, "PORTAL_TESTING": "true"}
-    pidfile = tmp_path / "worker.pid"
-    pidfile.unlink(missing_ok=True)  # a killed worker leaves its pidfile behind
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "chfw_portal",
-            "worker",
-            "--pool=solo",
-            "--concurrency=1",
-            "--loglevel=WARNING",
-            f"--pidfile={pidfile}",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with celery_worker(tmp_path, broker=BROKER) as proc:
+        yield proc
 
 
 @pytest.mark.worker
