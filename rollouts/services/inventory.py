@@ -34,6 +34,7 @@ INVENTORY = Layout(
 )
 FLAGS = ("friendly", "production_proving")
 DEFAULT_MAX_REMOVALS = 1000
+ANALYZE_FROM = 10_000  # hubs written by one load from which the SMI's statistics are refreshed
 
 # The staged row, resolved against the reference data (NULL where unknown).
 RESOLVED = f"""
@@ -199,6 +200,8 @@ class InventoryHandler:
             params,
         )
         new, updated, supplier, model, version, left, returned = cursor.fetchone()
+        if new + updated + left >= ANALYZE_FROM:
+            cursor.execute("ANALYZE rollouts_hub")  # later joins plan on the new size (autovacuum may lag)
         reached = reconcile_live_rollouts(upload.pk)  # B3, E6: in the same transaction
         return {
             **reached,

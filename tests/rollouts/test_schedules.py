@@ -370,6 +370,8 @@ def _bulk_hubs(estate, supplier, count: int) -> list[str]:
                     now,
                 ]
             )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE rollouts_hub")  # as load_inventory does after a big load
     return guids
 
 
