@@ -35,4 +35,7 @@ unset CELERY_BROKER_URL DEBUG  # tests run tasks eagerly, except the ones that s
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/python -m pytest --durations=25 "$@"
+# CI starts from a clean test database: a reused one may hold rows an interrupted run committed.
+fresh=()
+if [ -n "${CI:-}" ]; then fresh=(--create-db); fi
+.venv/bin/python -m pytest --durations=25 "${fresh[@]}" "$@"
