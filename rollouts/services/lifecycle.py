@@ -410,7 +410,12 @@ def record_panel_decision(*, user: User, rollout_id: int, outcome: Status, reaso
     _require_dcc(user)
     if outcome not in PANEL_MOVES:
         raise ValidationError("The Panel's decision is to resume, pause or stop the rollout.")
-    return _decide(user, rollout_id, PANEL_MOVES[outcome], reason=reason)
+    rollout = _decide(user, rollout_id, PANEL_MOVES[outcome], reason=reason)
+    if rollout.status == Status.STOPPED:
+        from .incidents import void_pending_instructions  # incidents builds on this module
+
+        void_pending_instructions(rollout)  # I3: stop voids pending instructions, whoever decided it
+    return rollout
 
 
 @transaction.atomic(durable=True)

@@ -209,3 +209,17 @@ def test_only_dcc_triages(live, import_supplier):
     incident = raise_incident(user=import_supplier, rollout_id=live.pk, description="x")
     with pytest.raises(PermissionDenied):
         triage_incident(user=import_supplier, incident_id=incident.pk, outcome="proceed", reason="mine")
+
+
+@pytest.mark.req("I3")
+@pytest.mark.req("L6")
+def test_the_panels_decision_to_stop_voids_pending_instructions_too(live, instructed, import_supplier, dcc):
+    from rollouts.services.lifecycle import record_panel_decision
+
+    incident = raise_incident(user=import_supplier, rollout_id=live.pk, description="Safety concern")
+    triage_incident(user=dcc, incident_id=incident.pk, outcome="suspend", reason="Pending the Panel")
+    assert HubInstruction.objects.filter(rollout=live).count() == 2
+    record_panel_decision(user=dcc, rollout_id=live.pk, outcome=Status.STOPPED, reason="Panel: stop")
+    assert state(live) == (Stage.NOTIFICATION, Status.STOPPED)
+    assert not HubInstruction.objects.filter(rollout=live).exists()
+    assert Notice.objects.filter(kind="instructions.void", organisation=import_supplier.organisation).exists()
