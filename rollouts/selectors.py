@@ -153,13 +153,17 @@ class RolloutSummary:
     pilot: int
 
 
-def rollout_summaries_for(org: Organisation, *, in_flight_only: bool = True) -> list[RolloutSummary]:
-    """U1: each rollout the organisation sees, with its hub counts from the maintained counters.
-
-    A Supplier or CSP counts its own rows; DCC counts the CSP rows, which hold every hub once.
+def rollout_summaries_for(
+    org: Organisation, *, in_flight_only: bool = True, rollout_id: int | None = None
+) -> list[RolloutSummary]:
+    """U1: each rollout the organisation sees (or just `rollout_id`), with its hub counts from the
+    maintained counters. A Supplier or CSP counts its own rows; DCC counts the CSP rows, which hold
+    every hub once.
     """
     rollouts = rollouts_for(org)
-    if in_flight_only:
+    if rollout_id is not None:
+        rollouts = rollouts.filter(pk=rollout_id)
+    elif in_flight_only:
         rollouts = rollouts.exclude(status__in=[Status.REVOKED, Status.CLOSED, Status.SUPERSEDED])
     rollouts = list(rollouts.order_by("-published_at", "-created_at"))
     counts = RolloutCounter.objects.filter(rollout__in=rollouts, hubs__gt=0)
@@ -194,3 +198,8 @@ def get_proposal_for(org: Organisation, pk: int) -> Proposal:
     if org.kind != OrgKind.DCC:
         raise Http404
     return get_object_or_404(Proposal.objects.select_related("rollout", "proposed_by", "decided_by"), pk=pk)
+
+
+def rollout_summary_for(org: Organisation, rollout: Rollout) -> RolloutSummary:
+    """One rollout's summary (its page), counting only its own counters."""
+    return rollout_summaries_for(org, rollout_id=rollout.pk)[0]

@@ -32,9 +32,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_GET
 def rollout_detail(request: HttpRequest, rollout_id: int) -> HttpResponse:
     rollout = selectors.get_rollout_for(request.org, rollout_id)
-    summary = next(
-        s for s in selectors.rollout_summaries_for(request.org, in_flight_only=False) if s.rollout == rollout
-    )
+    summary = selectors.rollout_summary_for(request.org, rollout)
     hubs = Paginator(selectors.rollout_hubs_for(request.org, rollout), 50).get_page(request.GET.get("page"))
     template = "ssi/rollout_detail.html"
     if request.htmx:
