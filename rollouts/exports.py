@@ -104,9 +104,15 @@ def _header_line(columns: Sequence[str]) -> bytes:
     return (BOM + ",".join(escape_cell(c) for c in columns) + "\n").encode()
 
 
-def _no_jit(cursor: Any) -> None:
+def _export_settings(cursor: Any) -> None:
     # JIT compiling the per-row expressions costs ~0.8 s per export and saves less on a plain scan.
     cursor.execute("SET LOCAL jit = off")
+    # Most of an export's time is its projection (display GUIDs, escaping, ISO times), which the
+    # planner does not weigh: at the default tuple cost it never hands rows over from parallel
+    # workers. Cheaper hand-over lets a big scan run scan, joins and projection in the workers
+    # (estate CSV of 1,000,000 hubs: 1.8 s -> 1.2 s on 2 cores); small tables stay serial
+    # (min_parallel_table_scan_size, parallel_setup_cost unchanged).
+    cursor.execute("SET LOCAL parallel_tuple_cost = 0.001")
 
 
 def copy_csv(query: Query) -> Iterator[bytes]:
@@ -114,7 +120,7 @@ def copy_csv(query: Query) -> Iterator[bytes]:
     yield _header_line(query.columns)
     buffer = bytearray()
     with transaction.atomic(), connection.cursor() as cursor:
-        _no_jit(cursor)
+        _export_settings(cursor)
         with cursor.copy(f"COPY ({query.sql()}) TO STDOUT WITH (FORMAT csv)", list(query.params)) as copy:
             for data in copy:
                 buffer += data
@@ -128,7 +134,7 @@ def copy_csv(query: Query) -> Iterator[bytes]:
 def query_rows(query: Query) -> Iterator[tuple[str | None, ...]]:
     """The escaped rows of `query` as tuples of text, streamed through COPY (no client-side result set)."""
     with transaction.atomic(), connection.cursor() as cursor:
-        _no_jit(cursor)
+        _export_settings(cursor)
         with cursor.copy(f"COPY ({query.sql()}) TO STDOUT", list(query.params)) as copy:
             copy.set_types(["text"] * len(query.columns))
             yield from copy.rows()
