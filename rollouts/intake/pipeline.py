@@ -84,7 +84,13 @@ class Staging:
 
 
 class Handler(Protocol):
-    """What one kind of upload adds to the pipeline: its layout, its checks, and how it applies."""
+    """What one kind of upload adds to the pipeline: its layout, its checks, and how it applies.
+
+    Two optional methods make a handler fit for the background path, where the worker applies the
+    file in a later transaction than the one that received it: `begin()` runs first in the applying
+    transaction (lock the rollout, check that it still accepts the file, raising `reject_file` if
+    not), and `finish(upload)` runs after an applied upload in the same transaction (its notices).
+    """
 
     layout: Layout
 
@@ -174,7 +180,12 @@ def apply_upload(upload: Upload, handler: Handler, *, dedupe: bool = True) -> Up
         return _finish_same(upload, same)
     try:
         with transaction.atomic():
-            return _stage_check_apply(upload, handler)
+            if begin := getattr(handler, "begin", None):
+                begin()
+            upload = _stage_check_apply(upload, handler)
+            if upload.state == UploadState.APPLIED and (finish := getattr(handler, "finish", None)):
+                finish(upload)
+            return upload
     except RowsRejected as rejected:  # the file itself, its header, or a check that raised
         return _reject(upload, rejected.failures)
 
@@ -459,4 +470,33 @@ def process_upload_in_worker(upload_id: int, handler_path: str, handler_kwargs: 
             )
         upload.summary = {**upload.summary, "attempts": attempts + 1}
         upload.save(update_fields=["summary"])
-    return process_upload(upload_id, resolve_handler(handler_path, handler_kwargs))
+    upload = process_upload(upload_id, resolve_handler(handler_path, handler_kwargs))
+    _notify_result(upload)
+    return upload
+
+
+def _notify_result(upload: Upload) -> None:
+    """Issue 7: the sender of a background upload may have left its page; a notice carries the result."""
+    from ..services.notifications import notify  # services import the pipeline
+
+    name = upload.name if len(upload.name) <= 120 else f"{upload.name[:119]}…"
+    what = f"Your file {name} ({upload.get_kind_display()})"
+    if upload.state == UploadState.APPLIED:
+        subject = f"Your file {name} was applied"
+        body = f"{what} was applied: {upload.row_count or 0:,} row(s). Its upload page shows the details."
+    elif upload.state == UploadState.REJECTED:
+        subject = f"Your file {name} was rejected"
+        body = (
+            f"{what} was rejected with {upload.error_count:,} error(s) and changed nothing. Its upload page "
+            "lists every error: correct the file and upload it again."
+        )
+    else:
+        return
+    with transaction.atomic():
+        notify(
+            [upload.organisation],
+            kind=f"upload.{upload.state}",
+            rollout=upload.rollout,
+            subject=subject,
+            body=body,
+        )

@@ -23,7 +23,7 @@ from django.utils import timezone
 from .. import audit, selectors
 from ..guid import GuidFormatError, display_guid, parse_guid
 from ..intake import pipeline
-from ..intake.errors import CODES, Failure, RowsRejected
+from ..intake.errors import CODES, Failure, RowsRejected, reject_file
 from ..intake.pipeline import ROWS, Layout, Staging, check_guids_visible, failures_of
 from ..models import (
     Batch,
@@ -321,12 +321,27 @@ def _tell_csps(rollout: Rollout, change: GroupChange, *, why: str) -> None:
 # -- PL1: the Default Pilot List (A02) --------------------------------------------------------------
 
 
+def _still_open(rollout_id: int, what: str) -> Rollout:
+    """For a handler's `begin`: the rollout locked again in the applying transaction (a worker applies
+    a big file after the request that received it), refusing the file if the pilot has moved on."""
+    rollout = _lock_rollout(rollout_id, None)
+    try:
+        _require_pilot_open(rollout, what)
+    except ValidationError as error:
+        code = "rollout_on_hold" if error.code == "rollout_on_hold" else "deadline_passed"
+        raise reject_file(code, message=error.messages[0]) from error
+    return rollout
+
+
 @dataclass
 class DefaultPilotListHandler:
     rollout: Rollout
     csp: Organisation
     layout: Layout = DEFAULT_PILOT_LIST
     change: GroupChange | None = None
+
+    def begin(self) -> None:
+        self.rollout = _still_open(self.rollout.pk, "Default Pilot List")
 
     def check(self, staging: Staging, upload: Upload) -> None:
         check_guids_visible(staging, self.csp)  # guid_not_in_region for unknown and other regions alike
@@ -360,27 +375,8 @@ class DefaultPilotListHandler:
             "pilot_after": self.change.pilot,
         }
 
-
-@transaction.atomic(durable=True)
-def upload_default_pilot_list(
-    *, user: User, rollout_id: int, content: File, name: str | None = None
-) -> Upload:
-    """PL1 (A02): a CSP's Default Pilot List for its region, replacing its previous one until the pilot
-    starts. Returns the upload, applied or rejected with every error (X3), `pilot_full` included."""
-    csp = _organisation(user, OrgKind.CSP)
-    rollout = _lock_rollout(rollout_id, csp)
-    _require_pilot_open(rollout, "Default Pilot List")
-    upload = pipeline.receive_upload(
-        user=user,
-        organisation=csp,
-        kind=UploadKind.DEFAULT_PILOT_LIST,
-        content=content,
-        name=name,
-        rollout_id=rollout.pk,
-    )
-    handler = DefaultPilotListHandler(rollout=rollout, csp=csp)
-    upload = pipeline.apply_upload(upload, handler)
-    if upload.state == UploadState.APPLIED and handler.change is not None:
+    def finish(self, upload: Upload) -> None:
+        rollout, csp = self.rollout, self.csp
         suppliers = Organisation.objects.filter(
             kind=OrgKind.SUPPLIER, pk__in=_suppliers_in_region(rollout.pk, csp.region)
         )
@@ -395,8 +391,36 @@ def upload_default_pilot_list(
                 "Pilot List before the pilot starts."
             ),
         )
-        _tell_csps(rollout, handler.change, why=f"{csp.name} uploaded its Default Pilot List")
-    return upload
+        _tell_csps(rollout, self.change, why=f"{csp.name} uploaded its Default Pilot List")
+
+
+def default_pilot_list_handler(rollout_id: int, csp_id: int) -> DefaultPilotListHandler:
+    """The handler as a worker rebuilds it from the task's ids (pipeline.submit_upload)."""
+    return DefaultPilotListHandler(
+        rollout=Rollout.objects.get(pk=rollout_id), csp=Organisation.objects.get(pk=csp_id)
+    )
+
+
+@transaction.atomic(durable=True)
+def upload_default_pilot_list(
+    *, user: User, rollout_id: int, content: File, name: str | None = None
+) -> Upload:
+    """PL1 (A02): a CSP's Default Pilot List for its region, replacing its previous one until the pilot
+    starts. Returns the upload, applied or rejected with every error (X3), `pilot_full` included; a file
+    over INTAKE_BACKGROUND_BYTES comes back `received` and a worker applies it after this commits."""
+    csp = _organisation(user, OrgKind.CSP)
+    rollout = _lock_rollout(rollout_id, csp)
+    _require_pilot_open(rollout, "Default Pilot List")
+    upload = pipeline.receive_upload(
+        user=user,
+        organisation=csp,
+        kind=UploadKind.DEFAULT_PILOT_LIST,
+        content=content,
+        name=name,
+        rollout_id=rollout.pk,
+    )
+    handler = "rollouts.services.piloting.default_pilot_list_handler"
+    return pipeline.submit_upload(upload, handler, {"rollout_id": rollout.pk, "csp_id": csp.pk})
 
 
 def _suppliers_in_region(rollout_id: int, region: str) -> set[int]:
@@ -456,6 +480,10 @@ class PreferredPilotListHandler:
     supplier: Organisation
     layout: Layout = PREFERRED_PILOT_LIST
     change: GroupChange | None = None
+    tell: bool = True  # a preview changes nothing and tells nobody
+
+    def begin(self) -> None:
+        self.rollout = _still_open(self.rollout.pk, "Preferred Pilot List")
 
     def check(self, staging: Staging, upload: Upload) -> None:
         check_guids_visible(staging, self.supplier)  # guid_not_yours for unknown and others' hubs alike
@@ -485,6 +513,11 @@ class PreferredPilotListHandler:
             "pilot_before": before,
             "pilot_after": self.change.pilot,
         }
+
+    def finish(self, upload: Upload) -> None:
+        if self.tell:
+            _tell_partners(self.rollout, self.supplier)
+            _tell_csps(self.rollout, self.change, why="A Supplier changed its Preferred Pilot List")
 
 
 @dataclass(frozen=True)
@@ -523,13 +556,21 @@ def _difference(before: set[str], after: set[str]) -> tuple[list[str], list[str]
     ]
 
 
+def preferred_pilot_list_handler(rollout_id: int, supplier_id: int) -> PreferredPilotListHandler:
+    """The handler as a worker rebuilds it from the task's ids (pipeline.submit_upload)."""
+    return PreferredPilotListHandler(
+        rollout=Rollout.objects.get(pk=rollout_id), supplier=Organisation.objects.get(pk=supplier_id)
+    )
+
+
 @transaction.atomic(durable=True)
 def upload_preferred_pilot_list(
     *, user: User, rollout_id: int, content: File, name: str | None = None
 ) -> Upload:
     """PL4 (A04): a Supplier's Preferred Pilot List (guid, action add|remove). Each upload replaces the
     Supplier's previous amendments; a removal is a standing veto (PL6). Returns the upload, applied or
-    rejected with every error (X3), `pilot_full` included."""
+    rejected with every error (X3), `pilot_full` included; a file over INTAKE_BACKGROUND_BYTES comes back
+    `received` and a worker applies it after this commits."""
     supplier = _organisation(user, OrgKind.SUPPLIER)
     rollout = _lock_rollout(rollout_id, supplier)
     _require_pilot_open(rollout, "Preferred Pilot List")
@@ -541,12 +582,8 @@ def upload_preferred_pilot_list(
         name=name,
         rollout_id=rollout.pk,
     )
-    handler = PreferredPilotListHandler(rollout=rollout, supplier=supplier)
-    upload = pipeline.apply_upload(upload, handler)
-    if upload.state == UploadState.APPLIED and handler.change is not None:
-        _tell_partners(rollout, supplier)
-        _tell_csps(rollout, handler.change, why="A Supplier changed its Preferred Pilot List")
-    return upload
+    handler = "rollouts.services.piloting.preferred_pilot_list_handler"
+    return pipeline.submit_upload(upload, handler, {"rollout_id": rollout.pk, "supplier_id": supplier.pk})
 
 
 @transaction.atomic(durable=True)
@@ -572,7 +609,8 @@ def preview_preferred_pilot(
             rollout_id=rollout.pk,
         )
         kept.append(upload)
-        upload = pipeline.apply_upload(upload, PreferredPilotListHandler(rollout=rollout, supplier=supplier))
+        handler = PreferredPilotListHandler(rollout=rollout, supplier=supplier, tell=False)
+        upload = pipeline.apply_upload(upload, handler)
         if upload.state == UploadState.REJECTED:
             return failures_of(upload), before, before_total
         return [], _own_pilot_guids(rollout.pk, supplier.pk), effective_pilot_count(rollout.pk)
