@@ -797,12 +797,20 @@ class VulnerableFlagsHandler:
 @transaction.atomic(durable=True)
 def upload_vulnerable_flags(*, user: User, content: File, name: str | None = None) -> Upload:
     """PL4: a Supplier flags (vulnerable yes, the default) or clears (no) its own premises, per hub and
-    Supplier; rows not in the file keep their flag. Visible only to that Supplier and DCC."""
+    Supplier; rows not in the file keep their flag. Visible only to that Supplier and DCC. A file over
+    INTAKE_BACKGROUND_BYTES comes back `received` and a worker applies it after this commits."""
     supplier = _organisation(user, OrgKind.SUPPLIER)
-    upload = pipeline.receive_upload(
-        user=user, organisation=supplier, kind=UploadKind.VULNERABLE_FLAGS, content=content, name=name
-    )
-    return pipeline.process_upload(upload.pk, VulnerableFlagsHandler(supplier=supplier))
+    with transaction.atomic():
+        upload = pipeline.receive_upload(
+            user=user, organisation=supplier, kind=UploadKind.VULNERABLE_FLAGS, content=content, name=name
+        )
+        handler = "rollouts.services.piloting.vulnerable_flags_handler"
+        return pipeline.submit_upload(upload, handler, {"supplier_id": supplier.pk})
+
+
+def vulnerable_flags_handler(supplier_id: int) -> VulnerableFlagsHandler:
+    """The handler as a worker rebuilds it from the task's ids (pipeline.submit_upload)."""
+    return VulnerableFlagsHandler(supplier=Organisation.objects.get(pk=supplier_id))
 
 
 def vulnerable_flags_for(org: Organisation) -> QuerySet[VulnerableFlag]:

@@ -17,8 +17,12 @@ from django.db import connection
 
 from rollouts.intake import pipeline
 from rollouts.intake.pipeline import process_upload_in_worker
-from rollouts.models import Notice, PilotAmendment, Rollout, RolloutHub, Status, UploadState
-from rollouts.services.piloting import upload_default_pilot_list, upload_preferred_pilot_list
+from rollouts.models import Notice, PilotAmendment, Rollout, RolloutHub, Status, UploadState, VulnerableFlag
+from rollouts.services.piloting import (
+    upload_default_pilot_list,
+    upload_preferred_pilot_list,
+    upload_vulnerable_flags,
+)
 from tests.conftest import celery_worker
 
 from .test_piloting import BOTH_ROLES, SINGLE, SPLIT, csv_file, live  # noqa: F401 - fixture
@@ -96,6 +100,25 @@ def test_a_big_preferred_list_is_refused_by_the_worker_once_the_rollout_is_pause
     assert not PilotAmendment.objects.filter(rollout=live).exists()
     (result,) = Notice.objects.filter(organisation=import_supplier.organisation, kind="upload.rejected")
     assert "1 error(s) and changed nothing" in result.body
+
+
+@pytest.mark.req("PL4")
+def test_big_vulnerable_flags_wait_for_the_worker(
+    import_supplier, estate, settings, django_capture_on_commit_callbacks
+):
+    settings.INTAKE_BACKGROUND_BYTES = 10
+    content = csv_file(f"{SPLIT},yes", f"{BOTH_ROLES},no", header="guid,vulnerable")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        upload = upload_vulnerable_flags(user=import_supplier, content=content)
+    assert upload.state == UploadState.RECEIVED and not VulnerableFlag.objects.exists()
+    (send_task,) = callbacks
+    send_task()
+    upload.refresh_from_db()
+    assert upload.state == UploadState.APPLIED
+    assert dict(VulnerableFlag.objects.values_list("hub__guid", "vulnerable")) == {
+        SPLIT: True,
+        BOTH_ROLES: False,
+    }
 
 
 # -- a real worker --------------------------------------------------------------------------------------
