@@ -14,7 +14,8 @@ d. a 50,000-row XLSX of the schedule layout (A03/A08: batch, guid, window_start,
    a CSP downloads, edits and uploads back: 4 cells a row instead of the estate's 13 (about 6 of them
    filled). Its rows come from the bench hubs with the same SQL cell expressions as
    rollouts.services.exports._schedule_query (escaped batch name, display GUID, ISO windows), since the
-   bench database holds no rollout; the writer path (`xlsx_file`) is the one downloads use.
+   bench database holds no rollout; the writer path (`xlsx_file`) is the one downloads use;
+e. the issue's reference writer, openpyxl in write-only mode, on the rows of (c).
 
 Figures go to the terminal and to bench-results/exports.json.
 """
@@ -141,7 +142,35 @@ def child_xlsx_schedule(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def child_xlsx_openpyxl(params: dict[str, Any]) -> dict[str, Any]:
+    """The issue's reference writer on the same estate rows: openpyxl in write-only mode."""
+    _django()
+    import dataclasses
+    import tempfile
+
+    from openpyxl import Workbook
+
+    from rollouts.exports import query_rows
+    from rollouts.services.exports import estate_query
+
+    query = dataclasses.replace(estate_query(_supplier()), order_by=f"h.guid LIMIT {int(params['rows'])}")
+    start = perf_counter()
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("Export")
+    sheet.append(list(query.columns))
+    rows = 0
+    for row in query_rows(query):
+        sheet.append(row)
+        rows += 1
+    with tempfile.TemporaryFile(suffix=".xlsx") as handle:
+        workbook.save(handle)
+        seconds = perf_counter() - start
+        size = handle.seek(0, 2)
+    return {"rows": rows, "bytes": size, "seconds": round(seconds, 3), **_memory()}
+
+
 CHILDREN = {
+    "xlsx_openpyxl": child_xlsx_openpyxl,
     "setup": lambda p: child_setup_hubs(p),
     "estate_csv": child_estate_csv,
     "bare_copy": child_bare_copy,
@@ -181,6 +210,7 @@ def main(argv: list[str]) -> int:
     bare = run_child("bare_copy", {})
     xlsx = run_child("xlsx", {"rows": args.rows_xlsx})
     schedule = run_child("xlsx_schedule", {"rows": args.rows_xlsx})
+    openpyxl = run_child("xlsx_openpyxl", {"rows": args.rows_xlsx})
     rate, bare_rate = estate["rows"] / estate["seconds"], bare["rows"] / bare["seconds"]
     print(
         f"estate CSV   {estate['rows']:>9,} rows {estate['seconds']:6.2f} s ({rate:,.0f} rows/s; count "
@@ -200,6 +230,10 @@ def main(argv: list[str]) -> int:
         f"XLSX schedule {schedule['rows']:>8,} rows {schedule['seconds']:6.2f} s {schedule['bytes'] / 1e6:6.1f} MB, "
         f"peak {schedule['peak_mb']:.0f} MB ({schedule['cells']:,} cells) [target < {TARGET_XLSX_S} s]"
     )
+    print(
+        f"XLSX openpyxl {openpyxl['rows']:>8,} rows {openpyxl['seconds']:6.2f} s (write-only mode, the estate rows "
+        f"above): xlsxwriter takes {xlsx['seconds'] / openpyxl['seconds']:.0%} of its time"
+    )
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -209,6 +243,7 @@ def main(argv: list[str]) -> int:
                 "bare_copy": bare,
                 "xlsx": xlsx,
                 "xlsx_schedule": schedule,
+                "xlsx_openpyxl": openpyxl,
             },
             indent=2,
         )
