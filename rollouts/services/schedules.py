@@ -26,14 +26,15 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from .. import audit
+from ..intake.errors import reject_file
 from ..intake.pipeline import (
     FAILURES,
     ROWS,
     Layout,
     Staging,
     check_guids_visible,
-    process_upload,
     receive_upload,
+    submit_upload,
 )
 from ..models import (
     Batch,
@@ -46,7 +47,6 @@ from ..models import (
     Status,
     Upload,
     UploadKind,
-    UploadState,
     User,
 )
 from .notifications import notify
@@ -160,6 +160,41 @@ class ScheduleHandler:
     @property
     def _params(self) -> dict[str, Any]:
         return {"rollout": self.rollout.pk, "region": self.csp.region, "group": self.group}
+
+    def begin(self) -> None:
+        """In the applying transaction (a worker's, for a big file): the rollout locked again (L10) and
+        still open for this schedule, else the file is refused with the reason."""
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL random_page_cost = 1.1")  # TOOLCHAIN "National scale": 50k-list actions
+        self.rollout = Rollout.objects.select_for_update().get(pk=self.rollout.pk)
+        try:
+            _require_open(self.rollout, self.group)
+        except ValidationError as error:
+            raise reject_file(error.code or "deadline_passed", message=error.messages[0]) from error
+
+    def finish(self, upload: Upload) -> None:
+        """The notices of an applied schedule: the Suppliers whose hubs it covers, and the plan change."""
+        rollout, csp = self.rollout, self.csp
+        if self.supplier_ids and self.group == Group.PILOT:
+            notify(
+                Organisation.objects.filter(pk__in=self.supplier_ids),
+                kind="pilot.default_schedule",
+                rollout=rollout,
+                subject=f"{rollout.reference}: the default pilot schedule is available",
+                body=f"The CSP for the {csp.get_region_display()} region has uploaded its Default Pilot Schedule "
+                f"(A03) for {rollout}. See the batches and windows of your pilot hubs, and ask for scheduling "
+                "constraints if you need them.",
+            )
+        elif self.supplier_ids:
+            notify(
+                Organisation.objects.filter(pk__in=self.supplier_ids),
+                kind="safe_launch.schedule",
+                rollout=rollout,
+                subject=f"{rollout.reference}: the safe launch schedule of your hubs changed",
+                body=f"The CSP for the {csp.get_region_display()} region has uploaded a Safe Launch Schedule "
+                f"(A08) for {rollout} that covers some of your hubs. See their batches and windows.",
+            )
+        _notify_plan_changed(rollout, csp, self)
 
     def check(self, staging: Staging, upload: Upload) -> None:
         cursor = staging.cursor
@@ -414,19 +449,55 @@ def _lock_rollout(org: Organisation, rollout_id: int) -> Rollout:
     return Rollout.objects.select_for_update().get(pk__in=visible.values("pk"))
 
 
-def _upload_schedule(
-    *, user: User, rollout: Rollout, csp: Organisation, content: File, name: str | None, group: str
-) -> tuple[Upload, ScheduleHandler]:
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL random_page_cost = 1.1")  # TOOLCHAIN "National scale": 50k-list actions
+def _require_open(rollout: Rollout, group: str) -> None:
+    """The schedule of `group` may change now: PL2 until the pilot starts, SL2 while the rollout is live
+    and not suspended or stopped. A ValidationError says why, with the reason code a file would get."""
+    if group == Group.PILOT:
+        if not rollout.has_pilot:
+            raise ValidationError(
+                f"{rollout.reference} has no pilot ({rollout.get_impact_display().lower()} release).",
+                code="deadline_passed",
+            )
+        if (rollout.stage, rollout.status) != (Stage.NOTIFICATION, Status.ACTIVE):
+            on_hold = rollout.stage == Stage.NOTIFICATION and rollout.status in (
+                Status.PAUSED,
+                Status.SUSPENDED,
+            )
+            raise ValidationError(
+                "The Default Pilot Schedule can be uploaded only while the rollout is published and its pilot "
+                f"has not started; {rollout.reference} is {rollout.describe_state()}.",
+                code="rollout_on_hold" if on_hold else "deadline_passed",
+            )
+    elif rollout.stage == Stage.CLOSURE or rollout.status not in (Status.ACTIVE, Status.PAUSED):
+        raise ValidationError(
+            f"The Safe Launch Schedule can change only while the rollout is live and not suspended or "
+            f"stopped; {rollout.reference} is {rollout.describe_state()}.",
+            code="rollout_on_hold" if rollout.status == Status.SUSPENDED else "deadline_passed",
+        )
+
+
+def schedule_handler(rollout_id: int, csp_id: int, group: str) -> ScheduleHandler:
+    """The handler of an A03 (pilot) or A08 (safe launch) file, also as a worker rebuilds it from ids."""
     layout = DEFAULT_PILOT_SCHEDULE if group == Group.PILOT else SAFE_LAUNCH_SCHEDULE
-    handler = ScheduleHandler(
-        rollout=rollout, csp=csp, group=group, layout=layout, replace_region=group == Group.PILOT
+    return ScheduleHandler(
+        rollout=Rollout.objects.get(pk=rollout_id),
+        csp=Organisation.objects.get(pk=csp_id),
+        group=group,
+        layout=layout,
+        replace_region=group == Group.PILOT,
     )
+
+
+def _submit_schedule(
+    *, user: User, rollout: Rollout, csp: Organisation, content: File, name: str | None, group: str
+) -> Upload:
+    """Keep the file, then apply it now or (over INTAKE_BACKGROUND_BYTES) in a worker after commit."""
+    layout = DEFAULT_PILOT_SCHEDULE if group == Group.PILOT else SAFE_LAUNCH_SCHEDULE
     upload = receive_upload(
         user=user, organisation=csp, kind=layout.kind, content=content, name=name, rollout_id=rollout.pk
     )
-    return process_upload(upload.pk, handler), handler
+    kwargs = {"rollout_id": rollout.pk, "csp_id": csp.pk, "group": group}
+    return submit_upload(upload, "rollouts.services.schedules.schedule_handler", kwargs)
 
 
 def _notify_plan_changed(rollout: Rollout, csp: Organisation, handler: ScheduleHandler) -> None:
@@ -446,34 +517,14 @@ def upload_default_pilot_schedule(
     *, user: User, rollout_id: int, content: File, name: str | None = None
 ) -> Upload:
     """PL2 (A03): a CSP's batches of its pilot hubs, each with a window. Replaces its previous default
-    schedule until the pilot starts. Returns the upload, applied or rejected with every error (X3)."""
+    schedule until the pilot starts. Returns the upload, applied or rejected with every error (X3); a
+    file over INTAKE_BACKGROUND_BYTES comes back `received` and a worker applies it after this commits."""
     csp = _require(user, OrgKind.CSP)
     rollout = _lock_rollout(csp, rollout_id)
-    if not rollout.has_pilot:
-        raise ValidationError(
-            f"{rollout.reference} has no pilot ({rollout.get_impact_display().lower()} release)."
-        )
-    if (rollout.stage, rollout.status) != (Stage.NOTIFICATION, Status.ACTIVE):
-        raise ValidationError(
-            f"The Default Pilot Schedule can be uploaded only while the rollout is published and its pilot has "
-            f"not started; {rollout.reference} is {rollout.describe_state()}."
-        )
-    upload, handler = _upload_schedule(
+    _require_open(rollout, Group.PILOT)
+    return _submit_schedule(
         user=user, rollout=rollout, csp=csp, content=content, name=name, group=Group.PILOT
     )
-    if upload.state == UploadState.APPLIED and handler.supplier_ids:
-        notify(
-            Organisation.objects.filter(pk__in=handler.supplier_ids),
-            kind="pilot.default_schedule",
-            rollout=rollout,
-            subject=f"{rollout.reference}: the default pilot schedule is available",
-            body=f"The CSP for the {csp.get_region_display()} region has uploaded its Default Pilot Schedule "
-            f"(A03) for {rollout}. See the batches and windows of your pilot hubs, and ask for scheduling "
-            "constraints if you need them.",
-        )
-    if upload.state == UploadState.APPLIED:
-        _notify_plan_changed(rollout, csp, handler)
-    return upload
 
 
 @transaction.atomic(durable=True)
@@ -482,29 +533,14 @@ def upload_safe_launch_schedule(
 ) -> Upload:
     """SL2 (A08): a CSP's safe launch batches, of any size. Each file adds batches or replaces the
     batches it names (hubs of a replaced batch not in the file lose their batch); a hub already
-    distributed cannot move. Returns the upload, applied or rejected with every error (X3)."""
+    distributed cannot move. Returns the upload, applied or rejected with every error (X3); a file over
+    INTAKE_BACKGROUND_BYTES comes back `received` and a worker applies it after this commits."""
     csp = _require(user, OrgKind.CSP)
     rollout = _lock_rollout(csp, rollout_id)
-    if rollout.stage == Stage.CLOSURE or rollout.status not in (Status.ACTIVE, Status.PAUSED):
-        raise ValidationError(
-            f"The Safe Launch Schedule can change only while the rollout is live and not suspended or "
-            f"stopped; {rollout.reference} is {rollout.describe_state()}."
-        )
-    upload, handler = _upload_schedule(
+    _require_open(rollout, Group.SAFE_LAUNCH)
+    return _submit_schedule(
         user=user, rollout=rollout, csp=csp, content=content, name=name, group=Group.SAFE_LAUNCH
     )
-    if upload.state == UploadState.APPLIED:
-        if handler.supplier_ids:
-            notify(
-                Organisation.objects.filter(pk__in=handler.supplier_ids),
-                kind="safe_launch.schedule",
-                rollout=rollout,
-                subject=f"{rollout.reference}: the safe launch schedule of your hubs changed",
-                body=f"The CSP for the {csp.get_region_display()} region has uploaded a Safe Launch Schedule "
-                f"(A08) for {rollout} that covers some of your hubs. See their batches and windows.",
-            )
-        _notify_plan_changed(rollout, csp, handler)
-    return upload
 
 
 def _set_held(user: User, batch_id: int, *, held: bool, reason: str) -> Batch:

@@ -17,15 +17,26 @@ from django.db import connection
 
 from rollouts.intake import pipeline
 from rollouts.intake.pipeline import process_upload_in_worker
-from rollouts.models import Notice, PilotAmendment, Rollout, RolloutHub, Status, UploadState, VulnerableFlag
+from rollouts.models import (
+    Batch,
+    Notice,
+    PilotAmendment,
+    Rollout,
+    RolloutHub,
+    Status,
+    UploadState,
+    VulnerableFlag,
+)
 from rollouts.services.piloting import (
     upload_default_pilot_list,
     upload_preferred_pilot_list,
     upload_vulnerable_flags,
 )
+from rollouts.services.schedules import upload_safe_launch_schedule
 from tests.conftest import celery_worker
 
 from .test_piloting import BOTH_ROLES, SINGLE, SPLIT, csv_file, live  # noqa: F401 - fixture
+from .test_schedules import AUTO, W1
 
 BROKER = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 
@@ -119,6 +130,59 @@ def test_big_vulnerable_flags_wait_for_the_worker(
         SPLIT: True,
         BOTH_ROLES: False,
     }
+
+
+def _safe_launch_file():
+    return csv_file(f"B1,{SPLIT},{W1[0]},{W1[1]}", header="batch,guid,window_start,window_end")
+
+
+@pytest.mark.req("SL2")
+def test_a_big_safe_launch_schedule_waits_for_the_worker_and_tells_the_suppliers(
+    live,  # noqa: F811
+    csp_north,
+    import_supplier,
+    settings,
+    django_capture_on_commit_callbacks,
+):
+    settings.INTAKE_BACKGROUND_BYTES = 10
+    Rollout.objects.filter(pk=live.pk).update(auto_deploy_at=AUTO)  # test setup: the windows end before it
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        upload = upload_safe_launch_schedule(user=csp_north, rollout_id=live.pk, content=_safe_launch_file())
+    assert upload.state == UploadState.RECEIVED and not Batch.objects.filter(rollout=live).exists()
+    (send_task,) = callbacks
+    send_task()
+    upload.refresh_from_db()
+    assert upload.state == UploadState.APPLIED
+    assert RolloutHub.objects.get(rollout=live, hub__guid=SPLIT).batch.name == "B1"
+    assert Notice.objects.filter(
+        organisation=import_supplier.organisation, kind="safe_launch.schedule"
+    ).exists()
+
+
+@pytest.mark.req("SL2")
+@pytest.mark.req("X3")
+@pytest.mark.parametrize(
+    ("status", "code"), [(Status.SUSPENDED, "rollout_on_hold"), (Status.STOPPED, "deadline_passed")]
+)
+def test_a_big_safe_launch_schedule_is_refused_by_the_worker_when_the_rollout_no_longer_takes_it(
+    live,  # noqa: F811
+    csp_north,
+    settings,
+    django_capture_on_commit_callbacks,
+    status,
+    code,
+):
+    settings.INTAKE_BACKGROUND_BYTES = 10
+    Rollout.objects.filter(pk=live.pk).update(auto_deploy_at=AUTO)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        upload = upload_safe_launch_schedule(user=csp_north, rollout_id=live.pk, content=_safe_launch_file())
+    Rollout.objects.filter(pk=live.pk).update(status=status)  # DCC acted before the worker ran
+    (send_task,) = callbacks
+    send_task()
+    upload.refresh_from_db()
+    assert upload.state == UploadState.REJECTED
+    assert list(upload.errors.values_list("code", flat=True)) == [code]
+    assert not Batch.objects.filter(rollout=live).exists()
 
 
 # -- a real worker --------------------------------------------------------------------------------------

@@ -376,7 +376,10 @@ def _bulk_hubs(estate, supplier, count: int) -> list[str]:
 
 
 @pytest.mark.req("SL2")
-def test_a_50000_hub_batch_goes_through_the_whole_upload(estate, dcc, dcc_2, csp_north, other_supplier):
+def test_a_50000_hub_batch_goes_through_the_whole_upload(
+    estate, dcc, dcc_2, csp_north, other_supplier, settings
+):
+    settings.INTAKE_BACKGROUND_BYTES = 64 * 1024 * 1024  # applied here; the worker's path has its own tests
     guids = _bulk_hubs(estate, other_supplier.organisation, BIG)
     rollout = publish(new_draft(dcc, estate["v2"], [estate["v1"]]), dcc, dcc_2)
     Rollout.objects.filter(pk=rollout.pk).update(auto_deploy_at=AUTO)
