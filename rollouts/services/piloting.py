@@ -30,6 +30,7 @@ from ..models import (
     Group,
     Organisation,
     OrgKind,
+    PilotAmendment,
     PilotReason,
     Rollout,
     RolloutHub,
@@ -946,7 +947,9 @@ def _add_dcc_hubs(user: User, rollout_id: int, hub_guids: Iterable[str], reason:
     return change
 
 
-def _tell_suppliers_of(rollout: Rollout, guids: list[str], body: str) -> None:
+def _tell_suppliers_of(
+    rollout: Rollout, guids: list[str], body: str, *, kind: str = "pilot.dcc_added", what: str = "added"
+) -> None:
     """Each Supplier hears about its own hubs only, with its own count (P3, P4)."""
     with connection.cursor() as cursor:
         cursor.execute(
@@ -959,9 +962,9 @@ def _tell_suppliers_of(rollout: Rollout, guids: list[str], body: str) -> None:
     for org in Organisation.objects.filter(pk__in=counts):
         notify(
             [org],
-            kind="pilot.dcc_added",
+            kind=kind,
             rollout=rollout,
-            subject=f"{rollout.reference}: DCC added some of your hubs to the pilot",
+            subject=f"{rollout.reference}: DCC {what} some of your hubs {'to' if what == 'added' else 'from'} the pilot",
             body=body.format(n=counts[org.pk], rollout=rollout),
         )
 
@@ -978,6 +981,70 @@ def add_production_proving_hubs(*, user: User, rollout_id: int, hub_guids: list[
     """PL8: DCC adds production-proving hubs (flagged in the SMI): fewer than 100 per rollout, not
     subject to Suppliers' vetoes, still under the cap."""
     return _add_dcc_hubs(user, rollout_id, hub_guids, PilotReason.PRODUCTION_PROVING)
+
+
+@transaction.atomic(durable=True)
+def remove_dcc_hubs(*, user: User, rollout_id: int, hub_guids: list[str]) -> GroupChange:
+    """PL8: DCC takes back friendly or production-proving hubs it added to the pilot, until the pilot
+    starts. A hub stays in the group if it is there for another reason (a Default Pilot List, Suppliers'
+    additions). All or nothing: RowsRejected lists every GUID DCC has not added."""
+    dcc = _organisation(user, OrgKind.DCC)
+    rollout = _lock_rollout(rollout_id, dcc)
+    _require_pilot_open(rollout, "pilot group")
+    guids, failures = _parse_guids(hub_guids)
+    if not guids and not failures:
+        raise ValidationError("Give at least one hub GUID.", code="required")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT g.guid, a.id IS NOT NULL
+               FROM unnest(%(guids)s::text[]) WITH ORDINALITY g(guid, n)
+               LEFT JOIN rollouts_hub h ON h.guid = g.guid
+               LEFT JOIN rollouts_pilotamendment a ON a.rollout_id = %(rollout)s AND a.hub_id = h.id
+                    AND a.supplier_id = %(dcc)s AND a.reason IN ('friendly', 'production_proving')
+               ORDER BY g.n""",
+            {"rollout": rollout.pk, "dcc": dcc.pk, "guids": guids},
+        )
+        rows = cursor.fetchall()
+    for n, (guid, added) in enumerate(rows, start=1):
+        if not added:
+            failures.append(
+                Failure(
+                    n,
+                    "guid",
+                    display_guid(guid),
+                    "guid_not_eligible",
+                    "DCC has not added this hub to the pilot of this rollout as friendly or production "
+                    "proving: there is nothing to take back. Check the GUID.",
+                )
+            )
+    if failures:
+        raise RowsRejected(failures)
+    before = effective_pilot_count(rollout.pk)
+    removed = PilotAmendment.objects.filter(
+        rollout=rollout,
+        supplier=dcc,
+        reason__in=[PilotReason.FRIENDLY, PilotReason.PRODUCTION_PROVING],
+        hub__guid__in=guids,
+    ).delete()[0]
+    change = recompute_pilot_group(rollout.pk)
+    audit.record(
+        user,
+        "pilot.dcc_removed",
+        rollout,
+        hubs=removed,
+        guids=guids,
+        pilot_before=before,
+        pilot_after=change.pilot,
+    )
+    _tell_suppliers_of(
+        rollout,
+        guids,
+        "DCC has taken back {n} of your hubs it had added to the pilot of {rollout}.",
+        kind="pilot.dcc_removed",
+        what="took back",
+    )
+    _tell_csps(rollout, change, why="DCC took back friendly or production-proving hubs")
+    return change
 
 
 # -- L3: the start_pilot guard ----------------------------------------------------------------------

@@ -42,6 +42,7 @@ from rollouts.services.piloting import (
     pilot_not_ready,
     preview_preferred_pilot,
     recompute_pilot_group,
+    remove_dcc_hubs,
     upload_default_pilot_list,
     upload_preferred_pilot_list,
     upload_vulnerable_flags,
@@ -386,6 +387,47 @@ def test_only_dcc_adds_friendly_and_production_proving_hubs(live, csp_north, imp
             add_friendly_hubs(user=user, rollout_id=live.pk, hub_guids=[SINGLE])
         with pytest.raises(PermissionDenied):
             add_production_proving_hubs(user=user, rollout_id=live.pk, hub_guids=[SINGLE])
+
+
+@pytest.mark.req("PL8")
+def test_dcc_takes_back_its_hubs_and_a_hub_on_a_default_list_stays(live, dcc, csp_north, import_supplier):
+    flag_in_smi(SPLIT, SINGLE, friendly=True)
+    flag_in_smi(GAS_ONLY, production_proving=True)
+    default_list(csp_north, live, SPLIT)
+    add_friendly_hubs(user=dcc, rollout_id=live.pk, hub_guids=[SPLIT, SINGLE])
+    add_production_proving_hubs(user=dcc, rollout_id=live.pk, hub_guids=[GAS_ONLY])
+    assert pilot_of(live) == {SPLIT: "default", SINGLE: "friendly", GAS_ONLY: "production_proving"}
+
+    change = remove_dcc_hubs(user=dcc, rollout_id=live.pk, hub_guids=[SPLIT, SINGLE, GAS_ONLY])
+
+    assert change.pilot == 1 and pilot_of(live) == {SPLIT: "default"}  # still on the north CSP's list
+    assert AuditEvent.objects.filter(action="pilot.dcc_removed", object_id=str(live.pk)).exists()
+    (notice,) = Notice.objects.filter(organisation=import_supplier.organisation, kind="pilot.dcc_removed")
+    assert "taken back 1 of your hubs" in notice.body  # 01 is its hub; 03 and 04 are others'
+
+
+@pytest.mark.req("PL8")
+@pytest.mark.req("X3")
+def test_dcc_cannot_take_back_a_hub_it_did_not_add_and_nothing_changes(live, dcc, csp_north):
+    flag_in_smi(SINGLE, friendly=True)
+    add_friendly_hubs(user=dcc, rollout_id=live.pk, hub_guids=[SINGLE])
+    default_list(csp_north, live, SPLIT)
+    with pytest.raises(RowsRejected) as refused:
+        remove_dcc_hubs(user=dcc, rollout_id=live.pk, hub_guids=[SINGLE, SPLIT, "nonsense"])
+    assert [(f.value, f.code) for f in refused.value.failures] == [
+        ("nonsense", "guid_format"),
+        ("00-DB-00-00-00-00-00-01", "guid_not_eligible"),
+    ]
+    assert "nothing to take back" in refused.value.failures[1].message
+    assert pilot_of(live) == {SPLIT: "default", SINGLE: "friendly"}
+
+
+@pytest.mark.req("PL8")
+@pytest.mark.req("P2")
+def test_only_dcc_takes_back_pilot_hubs(live, csp_north, import_supplier):
+    for user in (csp_north, import_supplier):
+        with pytest.raises(PermissionDenied):
+            remove_dcc_hubs(user=user, rollout_id=live.pk, hub_guids=[SINGLE])
 
 
 # -- PL1: the cap --------------------------------------------------------------------------------------
