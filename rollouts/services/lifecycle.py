@@ -89,7 +89,9 @@ def create_rollout(
         errors["replaced_versions"] = "The target version cannot also be a replaced version."
     if target_version.withdrawn_at:
         errors["target_version"] = "This firmware version has been withdrawn from the CPL."
-    if pilot_start and pilot_end and pilot_end > pilot_start + relativedelta(months=6):
+    if pilot_start and pilot_end and pilot_end <= pilot_start:
+        errors["pilot_end"] = "The pilot must end after it starts."
+    elif pilot_start and pilot_end and pilot_end > pilot_start + relativedelta(months=6):
         errors["pilot_end"] = "The pilot lasts at most 6 months (T4)."
     if auto_deploy_at and not auto_deploy_reason.strip():
         errors["auto_deploy_reason"] = (

@@ -366,3 +366,82 @@ def test_publishing_over_a_piloting_rollout_voids_its_pilot(draft, dcc, dcc_2, e
     assert batch.held  # nothing more is distributed under the void pilot
     assert state(older) == (Stage.CLOSURE, Status.SUPERSEDED)
     assert AuditEvent.objects.filter(object_id=str(older.pk), action__contains="void").exists()
+
+
+# -- N1: initiating a rollout ---------------------------------------------------------------------------
+
+
+@pytest.mark.req("N1")
+def test_a_draft_holds_every_n1_field_and_is_audited(estate, dcc):
+    start = dt.datetime(2027, 1, 4, 9, 0, tzinfo=ZoneInfo("Europe/London"))
+    draft = new_draft(
+        dcc,
+        estate["v2"],
+        [estate["v1"]],
+        pilot_max=250,
+        contribution_minimum=5,
+        pilot_start=start,
+        pilot_end=start + dt.timedelta(days=28),
+    )
+    assert (draft.stage, draft.status) == ("NOTIFICATION", "DRAFT")
+    assert draft.device_model == estate["model"] and list(draft.replaced_versions.all()) == [estate["v1"]]
+    assert (draft.severity, draft.priority, draft.release_type, draft.impact) == (
+        "high",
+        "high",
+        "sec_release",
+        "functional",
+    )
+    assert (draft.pilot_max, draft.contribution_minimum, draft.has_pilot) == (250, 5, True)
+    event = AuditEvent.objects.get(action="rollout.create", object_id=str(draft.pk))
+    assert event.details["replaces"] == ["0002012F"] and event.details["target"] == "00020130"
+
+
+@pytest.mark.req("N1")
+@pytest.mark.parametrize("impact", ["operational", "security"])
+def test_operational_and_security_releases_have_no_pilot(estate, dcc, impact):
+    assert not new_draft(dcc, estate["v2"], [estate["v1"]], impact=impact).has_pilot
+
+
+@pytest.mark.req("N1")
+@pytest.mark.parametrize(
+    ("replaced", "extra", "field", "message"),
+    [
+        ([], {}, "replaced_versions", "upgrade path"),
+        (["w1"], {}, "replaced_versions", "same device model"),
+        (["v1", "v2"], {}, "replaced_versions", "cannot also be a replaced version"),
+        (["v1"], {"pilot_end_days": -1}, "pilot_end", "must end after it starts"),
+        (["v1"], {"pilot_end_days": 200}, "pilot_end", "at most 6 months"),
+        (["v1"], {"auto_deploy_at": dt.datetime(2027, 3, 1, tzinfo=dt.UTC)}, "auto_deploy_reason", "reason"),
+    ],
+)
+def test_a_draft_with_a_wrong_field_is_refused_and_nothing_is_created(
+    estate, dcc, replaced, extra, field, message
+):
+    extra = dict(extra)
+    if days := extra.pop("pilot_end_days", None):
+        start = dt.datetime(2027, 1, 4, 9, 0, tzinfo=dt.UTC)
+        extra |= {"pilot_start": start, "pilot_end": start + dt.timedelta(days=days)}
+    with pytest.raises(ValidationError) as refused:
+        new_draft(dcc, estate["v2"], [estate[name] for name in replaced], **extra)
+    assert message in refused.value.message_dict[field][0]
+    assert not Rollout.objects.exists() and not AuditEvent.objects.filter(action="rollout.create").exists()
+
+
+@pytest.mark.req("N1")
+@pytest.mark.req("N4")
+def test_a_withdrawn_version_cannot_be_the_target(estate, dcc):
+    FirmwareVersion.objects.filter(pk=estate["v2"].pk).update(  # test setup: withdrawn from the CPL (N4)
+        withdrawn_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC), withdrawn_reason="Bricks hubs"
+    )
+    estate["v2"].refresh_from_db()
+    with pytest.raises(ValidationError) as refused:
+        new_draft(dcc, estate["v2"], [estate["v1"]])
+    assert "withdrawn" in refused.value.message_dict["target_version"][0]
+
+
+@pytest.mark.req("N1")
+@pytest.mark.req("P2")
+def test_only_dcc_initiates_a_rollout(estate, csp_north, import_supplier):
+    for user in (csp_north, import_supplier):
+        with pytest.raises(PermissionDenied):
+            new_draft(user, estate["v2"], [estate["v1"]])
