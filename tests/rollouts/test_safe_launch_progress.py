@@ -1,0 +1,87 @@
+"""Safe launch progress (SL4): device-level status as in the pilot (PL9), then DCC's outcome (A09, A10).
+
+A release without pilot (operational: N1) goes straight to safe launch; the north CSP puts its two
+hubs in one batch; its status feed moves them, and DCC posts the outcome with commentary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core.exceptions import PermissionDenied
+from django.utils import timezone
+
+from rollouts.models import Notice, Outcome, Rollout, RolloutHub, Stage, Status, UploadState
+from rollouts.services.counters import counter_mismatches
+from rollouts.services.lifecycle import post_safe_launch_outcome, start_safe_launch_without_pilot
+from rollouts.services.schedules import upload_safe_launch_schedule
+
+from .conftest import new_draft
+from .test_lifecycle import publish
+from .test_progress import BOTH, GAS_SOUTH, SPLIT, ago, codes, csv_file, feed, state, status_of
+
+
+@pytest.fixture
+def launching(estate, dcc, dcc_2, csp_north) -> Rollout:
+    rollout = publish(new_draft(dcc, estate["v2"], [estate["v1"]], impact="operational"), dcc, dcc_2)
+    # Test setup: published a month ago, so the feeds' times (hours ago) come after publication.
+    RolloutHub.objects.filter(rollout=rollout).update(status_at=timezone.now() - dt.timedelta(days=30))
+    start_safe_launch_without_pilot(user=dcc, rollout_id=rollout.pk)
+    start = timezone.now() - dt.timedelta(days=1)
+    window = (start.isoformat(), (start + dt.timedelta(days=4)).isoformat())
+    upload = upload_safe_launch_schedule(
+        user=csp_north,
+        rollout_id=rollout.pk,
+        content=csv_file(
+            *(f"SL-N1,{g},{window[0]},{window[1]}" for g in (SPLIT, BOTH)),
+            header="batch,guid,window_start,window_end",
+        ),
+    )
+    assert upload.state == UploadState.APPLIED, codes(upload)
+    return rollout
+
+
+@pytest.mark.req("SL4")
+@pytest.mark.req("U3")
+def test_a_safe_launch_batch_moves_hub_by_hub_as_the_csp_reports(launching, csp_north, csp_south):
+    assert state(launching) == (Stage.SAFE_LAUNCH, Status.ACTIVE)
+    upload = feed(csp_north, launching, (SPLIT, "distributed", ago(3)), (BOTH, "distributed", ago(3)))
+    assert upload.state == UploadState.APPLIED, codes(upload)
+    upload = feed(
+        csp_north,
+        launching,
+        (SPLIT, "activated", ago(2)),
+        (BOTH, "failed", ago(2), "Hub did not answer after the image was sent"),
+    )
+    assert upload.state == UploadState.APPLIED, codes(upload)
+    assert status_of(launching, SPLIT) == ("activated", "")
+    assert status_of(launching, BOTH) == ("failed", "Hub did not answer after the image was sent")
+    assert counter_mismatches([launching.pk]) == []
+    # A hub of another region, or of no batch, cannot be reported.
+    refused = feed(csp_south, launching, (GAS_SOUTH, "distributed", ago(1)))
+    assert codes(refused) == [(2, "guid", "hub_not_in_live_batch")]
+
+
+@pytest.mark.req("SL4")
+def test_dcc_posts_the_safe_launch_outcome_with_commentary_and_every_party_hears(
+    launching, dcc, import_supplier
+):
+    post_safe_launch_outcome(
+        user=dcc, rollout_id=launching.pk, success=True, commentary="All batches activated"
+    )
+    launching.refresh_from_db()
+    assert (launching.safe_launch_outcome, launching.safe_launch_commentary) == (
+        Outcome.SUCCESS,
+        "All batches activated",
+    )
+    assert state(launching) == (Stage.SAFE_LAUNCH, Status.ACTIVE)  # recorded; close is DCC's next decision
+    assert Notice.objects.filter(organisation=import_supplier.organisation, rollout=launching).exists()
+
+
+@pytest.mark.req("SL4")
+@pytest.mark.req("P2")
+def test_only_dcc_posts_the_safe_launch_outcome(launching, csp_north, import_supplier):
+    for user in (csp_north, import_supplier):
+        with pytest.raises(PermissionDenied):
+            post_safe_launch_outcome(user=user, rollout_id=launching.pk, success=False, commentary="No")
