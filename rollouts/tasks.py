@@ -51,11 +51,11 @@ def send_deadline_reminders() -> int:
     retry_backoff_max=60,
     max_retries=10,  # the upload's own attempt count stops it first (PORTAL_UPLOAD_MAX_ATTEMPTS)
 )
-def process_upload_task(upload_id: int, handler_path: str, handler_kwargs: dict) -> dict:
+def process_upload_task(upload_id: int, handler_path: str, handler_kwargs: dict, dedupe: bool = True) -> dict:
     """Validate and apply one big upload in a worker; safe to run twice (a finished upload stops)."""
     from rollouts.intake.pipeline import process_upload_in_worker
 
-    upload = process_upload_in_worker(upload_id, handler_path, handler_kwargs)
+    upload = process_upload_in_worker(upload_id, handler_path, handler_kwargs, dedupe)
     return {"upload_id": upload.pk, "state": upload.state, "pid": os.getpid()}
 
 

@@ -151,7 +151,7 @@ def get_progress(upload_id: int) -> dict[str, Any] | None:
 # -- processing ----------------------------------------------------------------------------------
 
 
-def process_upload(upload_id: int, handler: Handler) -> Upload:
+def process_upload(upload_id: int, handler: Handler, *, dedupe: bool = True) -> Upload:
     """Validate and apply one upload, all or nothing (X3). Safe to run twice: a finished upload stops."""
     with transaction.atomic():
         upload = Upload.objects.select_for_update().get(pk=upload_id)
@@ -161,7 +161,7 @@ def process_upload(upload_id: int, handler: Handler) -> Upload:
         upload.started_at = timezone.now()
         upload.save(update_fields=["state", "started_at"])
     set_progress(upload.pk, "reading")
-    return apply_upload(upload, handler)
+    return apply_upload(upload, handler, dedupe=dedupe)
 
 
 def apply_upload(upload: Upload, handler: Handler, *, dedupe: bool = True) -> Upload:
@@ -427,22 +427,27 @@ def resolve_handler(handler_path: str, handler_kwargs: dict[str, Any]) -> Handle
     return import_string(handler_path)(**handler_kwargs)
 
 
-def submit_upload(upload: Upload, handler_path: str, handler_kwargs: dict[str, Any] | None = None) -> Upload:
+def submit_upload(
+    upload: Upload, handler_path: str, handler_kwargs: dict[str, Any] | None = None, *, dedupe: bool = True
+) -> Upload:
     """Process a received upload now, or (over the size setting) in a worker once this transaction commits.
 
     The background upload stays `received` until the worker starts; its page polls the progress.
+    `dedupe` as for `apply_upload`.
     """
     kwargs = handler_kwargs or {}
     if upload.size <= background_bytes():
-        return process_upload(upload.pk, resolve_handler(handler_path, kwargs))
+        return process_upload(upload.pk, resolve_handler(handler_path, kwargs), dedupe=dedupe)
     from ..tasks import process_upload_task  # tasks import services; avoid the cycle at import time
 
     set_progress(upload.pk, "queued")
-    transaction.on_commit(lambda: process_upload_task.delay(upload.pk, handler_path, kwargs))
+    transaction.on_commit(lambda: process_upload_task.delay(upload.pk, handler_path, kwargs, dedupe))
     return upload
 
 
-def process_upload_in_worker(upload_id: int, handler_path: str, handler_kwargs: dict[str, Any]) -> Upload:
+def process_upload_in_worker(
+    upload_id: int, handler_path: str, handler_kwargs: dict[str, Any], dedupe: bool = True
+) -> Upload:
     """What the worker runs: count the attempt (committed first), give up after too many, else process.
 
     A task is acknowledged late, so a worker that dies mid-file gets the same upload again: after
@@ -470,7 +475,7 @@ def process_upload_in_worker(upload_id: int, handler_path: str, handler_kwargs: 
             )
         upload.summary = {**upload.summary, "attempts": attempts + 1}
         upload.save(update_fields=["summary"])
-    upload = process_upload(upload_id, resolve_handler(handler_path, handler_kwargs))
+    upload = process_upload(upload_id, resolve_handler(handler_path, handler_kwargs), dedupe=dedupe)
     _notify_result(upload)
     return upload
 
