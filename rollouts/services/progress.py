@@ -301,12 +301,14 @@ class StatusFeedHandler:
         # the rollout's hubs RETURNs the old and new counter keys, which feed the SMI versions of the hubs
         # activated on the target (U3), the summed counter deltas (U1), and the feed's figures and the
         # per-Supplier counts of the notice, so the moved rows are never written to or read back from a
-        # table of their own. Only the status columns change: no index holds them (HOT updates).
+        # table of their own. Only the status columns change: no index holds them (HOT updates). Each
+        # UPDATE walks its table in id order (pages and primary key in order): at 1M records on a
+        # larger-than-cache hub table, random order costs a page read or write per row.
         cursor.execute(
             f"""WITH moved AS (
                     UPDATE rollouts_rollouthub rh
                     SET status = f.new_status, status_at = f.at, failure_reason = f.new_reason
-                    FROM feed_rows f WHERE f.moves AND rh.id = f.rh_id
+                    FROM (SELECT * FROM feed_rows WHERE moves ORDER BY rh_id) f WHERE rh.id = f.rh_id
                     RETURNING rh.rollout_id, f.hub_id, f.batch_id, f.status, f.at,
                               f.import_supplier_id AS old_import, f.gas_supplier_id AS old_gas,
                               rh.region AS old_region, rh."group" AS old_group, f.old_status,
@@ -316,8 +318,8 @@ class StatusFeedHandler:
                     UPDATE rollouts_hub h
                     SET firmware_version_id = %(target_id)s, firmware_as_of = greatest(h.firmware_as_of, m.at),
                         updated_at = %(now)s
-                    FROM moved m
-                    WHERE m.new_status = 'activated' AND h.id = m.hub_id
+                    FROM (SELECT hub_id, at FROM moved WHERE new_status = 'activated' ORDER BY hub_id) m
+                    WHERE h.id = m.hub_id
                       AND h.firmware_version_id IS DISTINCT FROM %(target_id)s
                     RETURNING 1
                 ), keys AS (
