@@ -81,39 +81,61 @@ def create_delta_table(cursor) -> None:
     )
 
 
-def apply_deltas(cursor) -> int:
-    """Move the counters by the changes in the delta table, set-based: each old key loses the hub,
-    each new key gains it (U1). Touches only the keys that changed. Returns counter rows written."""
+def delta_keys_sql(source: str) -> str:
+    """The counter keys a set of changed hub rows moves, summed: each old key loses the hub, each new key
+    gains it (U1). `source` is a table or CTE with the delta table's columns (rollout_id, old_import,
+    old_gas, old_region, old_group, old_status and the same new_*). Yields (rollout_id, org, grp, status, d)."""
     keys = []
     for side, sign in (("old", -1), ("new", 1)):
         keys.append(
             f"""SELECT rollout_id, {side}_import AS org, {side}_group AS grp, {side}_status AS status, {sign} AS d
-                FROM {DELTA_TABLE} WHERE {side}_status IS NOT NULL AND {side}_import IS NOT NULL
+                FROM {source} WHERE {side}_status IS NOT NULL AND {side}_import IS NOT NULL
                 UNION ALL
                 SELECT rollout_id, {side}_gas, {side}_group, {side}_status, {sign}
-                FROM {DELTA_TABLE} WHERE {side}_status IS NOT NULL AND {side}_gas IS NOT NULL
+                FROM {source} WHERE {side}_status IS NOT NULL AND {side}_gas IS NOT NULL
                   AND {side}_gas IS DISTINCT FROM {side}_import
                 UNION ALL
                 SELECT d.rollout_id, csp.id, d.{side}_group, d.{side}_status, {sign}
-                FROM {DELTA_TABLE} d JOIN rollouts_organisation csp ON csp.kind = 'csp' AND csp.region = d.{side}_region
+                FROM {source} d JOIN rollouts_organisation csp ON csp.kind = 'csp' AND csp.region = d.{side}_region
                 WHERE d.{side}_status IS NOT NULL"""
         )
+    return f"""SELECT rollout_id, org, grp, status, sum(d)::bigint AS d FROM ({" UNION ALL ".join(keys)}) k
+               GROUP BY 1, 2, 3, 4 HAVING sum(d) <> 0"""
+
+
+DELTA_KEYS_TABLE = "counter_delta_keys"
+
+
+def create_delta_keys_table(cursor) -> None:
+    """An empty temp table for summed counter deltas, for a statement that computes them itself
+    (INSERT INTO it from a data-modifying CTE, then `apply_delta_keys`)."""
+    cursor.execute(f"DROP TABLE IF EXISTS {DELTA_KEYS_TABLE}")
+    cursor.execute(
+        f"""CREATE TEMP TABLE {DELTA_KEYS_TABLE} (rollout_id bigint NOT NULL, org bigint NOT NULL, grp text NOT NULL,
+                                                  status text NOT NULL, d bigint NOT NULL) ON COMMIT DROP"""
+    )
+
+
+def apply_deltas(cursor) -> int:
+    """Move the counters by the changes in the delta table, set-based: each old key loses the hub,
+    each new key gains it (U1). Touches only the keys that changed. Returns counter rows written."""
+    cursor.execute(f"DROP TABLE IF EXISTS {DELTA_KEYS_TABLE}")
+    cursor.execute(f"CREATE TEMP TABLE {DELTA_KEYS_TABLE} ON COMMIT DROP AS {delta_keys_sql(DELTA_TABLE)}")
+    return apply_delta_keys(cursor)
+
+
+def apply_delta_keys(cursor) -> int:
+    """Move the counters by the summed deltas in the delta keys table. Returns counter rows written."""
     # Not INSERT … ON CONFLICT: PostgreSQL checks `hubs >= 0` on the proposed row before it finds the
     # conflict, so a negative delta must be an UPDATE of the existing key.
-    cursor.execute("DROP TABLE IF EXISTS counter_delta_keys")
     cursor.execute(
-        f"""CREATE TEMP TABLE counter_delta_keys ON COMMIT DROP AS
-            SELECT rollout_id, org, grp, status, sum(d)::bigint AS d FROM ({" UNION ALL ".join(keys)}) k
-            GROUP BY 1, 2, 3, 4 HAVING sum(d) <> 0"""
-    )
-    cursor.execute(
-        """UPDATE rollouts_rolloutcounter c SET hubs = c.hubs + k.d FROM counter_delta_keys k
+        f"""UPDATE rollouts_rolloutcounter c SET hubs = c.hubs + k.d FROM {DELTA_KEYS_TABLE} k
            WHERE (c.rollout_id, c.organisation_id, c."group", c.status) = (k.rollout_id, k.org, k.grp, k.status)"""
     )
     written = cursor.rowcount
     cursor.execute(
-        """INSERT INTO rollouts_rolloutcounter (rollout_id, organisation_id, "group", status, hubs)
-           SELECT k.rollout_id, k.org, k.grp, k.status, k.d FROM counter_delta_keys k
+        f"""INSERT INTO rollouts_rolloutcounter (rollout_id, organisation_id, "group", status, hubs)
+           SELECT k.rollout_id, k.org, k.grp, k.status, k.d FROM {DELTA_KEYS_TABLE} k
            WHERE NOT EXISTS (SELECT 1 FROM rollouts_rolloutcounter c
                              WHERE (c.rollout_id, c.organisation_id, c."group", c.status)
                                  = (k.rollout_id, k.org, k.grp, k.status))"""

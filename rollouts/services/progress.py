@@ -67,7 +67,15 @@ from ..models import (
     User,
 )
 from ..transitions import apply_move
-from .counters import DELTA_TABLE, apply_deltas, create_delta_table
+from .counters import (
+    DELTA_KEYS_TABLE,
+    DELTA_TABLE,
+    apply_delta_keys,
+    apply_deltas,
+    create_delta_keys_table,
+    create_delta_table,
+    delta_keys_sql,
+)
 from .notifications import notify, notify_parties
 from .planning import replan
 from .schedules import WindowTimeError, parse_window_time
@@ -202,7 +210,9 @@ class StatusFeedHandler:
                         LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = h.id
                         LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
                         LEFT JOIN feed_times t ON t.value = r.at
+                        OFFSET 0
                     ) j
+                    OFFSET 0
                 ) s""",
             params,
         )
@@ -285,35 +295,72 @@ class StatusFeedHandler:
 
     def apply(self, staging: Staging, upload: Upload) -> dict[str, Any]:
         cursor = staging.cursor
-        params = {**self._params, "upload": upload.pk}
-        create_delta_table(cursor)
-        # The records that move their hub (no rule failed, so `moves` is the whole condition), in the
-        # rollout hubs' id order: the UPDATE below walks the table's pages and index in order.
-        cursor.execute("DROP TABLE IF EXISTS feed_moved")
-        cursor.execute(
-            """CREATE TEMP TABLE feed_moved ON COMMIT DROP AS
-               SELECT rh_id, hub_id, batch_id, hub_group, status, new_status, new_reason, at,
-                      import_supplier_id, gas_supplier_id, old_status
-               FROM feed_rows WHERE moves ORDER BY rh_id"""
-        )
-        cursor.execute("ANALYZE feed_moved")
-        # One UPDATE … FROM; RETURNING the old values into the counter deltas (U1).
+        params = {**self._params, "upload": upload.pk, "target_id": self.rollout.target_version_id}
+        create_delta_keys_table(cursor)
+        # One statement moves the hubs (no rule failed, so `moves` is the whole condition): the UPDATE of
+        # the rollout's hubs RETURNs the old and new counter keys, which feed the SMI versions of the hubs
+        # activated on the target (U3), the summed counter deltas (U1), and the feed's figures and the
+        # per-Supplier counts of the notice, so the moved rows are never written to or read back from a
+        # table of their own. Only the status columns change: no index holds them (HOT updates). Each
+        # UPDATE walks its table in id order (pages and primary key in order): at 1M records on a
+        # larger-than-cache hub table, random order costs a page read or write per row.
         cursor.execute(
             f"""WITH moved AS (
                     UPDATE rollouts_rollouthub rh
-                    SET status = m.new_status, status_at = m.at, failure_reason = m.new_reason
-                    FROM feed_moved m WHERE rh.id = m.rh_id
-                    RETURNING m.hub_id, m.import_supplier_id, m.gas_supplier_id, m.old_status, m.new_status,
-                              rh.rollout_id, rh.region, rh."group"
+                    SET status = f.new_status, status_at = f.at, failure_reason = f.new_reason
+                    FROM (SELECT * FROM feed_rows WHERE moves ORDER BY rh_id) f WHERE rh.id = f.rh_id
+                    RETURNING rh.rollout_id, f.hub_id, f.batch_id, f.status, f.at,
+                              f.import_supplier_id AS old_import, f.gas_supplier_id AS old_gas,
+                              rh.region AS old_region, rh."group" AS old_group, f.old_status,
+                              f.import_supplier_id AS new_import, f.gas_supplier_id AS new_gas,
+                              rh.region AS new_region, rh."group" AS new_group, f.new_status
+                ), smi AS (
+                    UPDATE rollouts_hub h
+                    SET firmware_version_id = %(target_id)s, firmware_as_of = greatest(h.firmware_as_of, m.at),
+                        updated_at = %(now)s
+                    FROM (SELECT hub_id, at FROM moved WHERE new_status = 'activated' ORDER BY hub_id) m
+                    WHERE h.id = m.hub_id
+                      AND h.firmware_version_id IS DISTINCT FROM %(target_id)s
+                    RETURNING 1
+                ), keys AS (
+                    INSERT INTO {DELTA_KEYS_TABLE} {delta_keys_sql("moved")}
+                ), suppliers AS (
+                    SELECT s.org, count(*) FILTER (WHERE m.new_status = 'activated') AS activated,
+                           count(*) FILTER (WHERE m.new_status = 'failed') AS failed
+                    FROM moved m
+                    CROSS JOIN LATERAL (SELECT m.old_import AS org UNION SELECT m.old_gas) s
+                    WHERE s.org IS NOT NULL AND m.new_status IN ('activated', 'failed')
+                    GROUP BY 1
                 )
-                INSERT INTO {DELTA_TABLE}
-                SELECT rollout_id, hub_id, import_supplier_id, gas_supplier_id, region, "group", old_status,
-                       import_supplier_id, gas_supplier_id, region, "group", new_status
+                SELECT count(*),
+                       array_agg(DISTINCT batch_id) FILTER (WHERE new_status IN ('activated', 'failed')),
+                       coalesce(bool_or(new_group = 'pilot'), false),
+                       count(*) FILTER (WHERE new_status = 'scheduled'),
+                       count(*) FILTER (WHERE new_status = 'distributed'),
+                       count(*) FILTER (WHERE new_status = 'activated'),
+                       count(*) FILTER (WHERE new_status = 'failed'),
+                       count(*) FILTER (WHERE status = 'activated' AND new_status = 'failed'),
+                       (SELECT count(*) FROM smi),
+                       (SELECT coalesce(json_agg(json_build_array(org, activated, failed)), '[]') FROM suppliers)
                 FROM moved""",
             params,
         )
-        moved = cursor.rowcount
-        apply_deltas(cursor)
+        (
+            moved,
+            batches,
+            pilot,
+            scheduled,
+            distributed,
+            activated,
+            failed,
+            wrong_version,
+            smi_updated,
+            by_supplier,
+        ) = cursor.fetchone()
+        apply_delta_keys(cursor)
+        for org, activated_n, failed_n in by_supplier:
+            self.activated_by_supplier[org] = activated_n
+            self.failed_by_supplier[org] = failed_n
         # The timeline (PL9): every record as reported, once (a repeated record is not written again).
         cursor.execute(
             """INSERT INTO rollouts_hubevent (rollout_id, hub_id, status, at, reason, firmware_version, upload_id,
@@ -327,40 +374,6 @@ class StatusFeedHandler:
             params,
         )
         events = cursor.rowcount
-        # U3: the SMI records the new version of the hubs activated on the target (in hub id order).
-        cursor.execute(
-            """UPDATE rollouts_hub h
-               SET firmware_version_id = r.target_version_id, firmware_as_of = greatest(h.firmware_as_of, m.at),
-                   updated_at = %(now)s
-               FROM (SELECT hub_id, at FROM feed_moved WHERE new_status = 'activated' ORDER BY hub_id) m,
-                    rollouts_rollout r
-               WHERE r.id = %(rollout)s AND h.id = m.hub_id
-                 AND h.firmware_version_id IS DISTINCT FROM r.target_version_id""",
-            params,
-        )
-        smi_updated = cursor.rowcount
-        cursor.execute(
-            """SELECT s.org, count(*) FILTER (WHERE m.new_status = 'activated'),
-                      count(*) FILTER (WHERE m.new_status = 'failed')
-               FROM feed_moved m
-               CROSS JOIN LATERAL (SELECT m.import_supplier_id AS org UNION SELECT m.gas_supplier_id) s
-               WHERE s.org IS NOT NULL AND m.new_status IN ('activated', 'failed')
-               GROUP BY 1"""
-        )
-        for org, activated, failed in cursor.fetchall():
-            self.activated_by_supplier[org] = activated
-            self.failed_by_supplier[org] = failed
-        cursor.execute(
-            """SELECT array_agg(DISTINCT batch_id) FILTER (WHERE new_status IN ('activated', 'failed')),
-                      bool_or(hub_group = 'pilot'),
-                      count(*) FILTER (WHERE new_status = 'scheduled'),
-                      count(*) FILTER (WHERE new_status = 'distributed'),
-                      count(*) FILTER (WHERE new_status = 'activated'),
-                      count(*) FILTER (WHERE new_status = 'failed'),
-                      count(*) FILTER (WHERE status = 'activated' AND new_status = 'failed')
-               FROM feed_moved"""
-        )
-        batches, pilot, scheduled, distributed, activated, failed, wrong_version = cursor.fetchone()
         self.touched_batches = sorted(b for b in (batches or []) if b is not None)
         self.pilot_touched = bool(pilot)
         self.summary = {
@@ -474,6 +487,9 @@ def submit_status_feed(
         name = name or "status-feed (API)"
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL random_page_cost = 1.1")  # TOOLCHAIN "National scale": 50k-list actions
+        # The feed's sorts and hashes (the timeline's anti-join, the moved rows read by four CTEs) fit in
+        # memory instead of spilling to temp files at the 4 MB default; one transaction, a few nodes.
+        cursor.execute("SET LOCAL work_mem = '64MB'")
     pilot_before = _pilot_counts(rollout.pk)
     handler = StatusFeedHandler(rollout=rollout, csp=csp, now=timezone.now())
     upload = receive_upload(

@@ -264,6 +264,37 @@ def test_activation_on_another_version_is_a_failure_with_that_reason(piloting, c
     assert counter_mismatches() == []
 
 
+@pytest.mark.req("PL9")
+@pytest.mark.req("U1")
+@pytest.mark.req("U3")
+def test_a_mixed_feed_reports_its_figures_once_and_each_supplier_counts_its_own_hubs(
+    piloting, csp_north, import_supplier, gas_supplier, estate
+):
+    feed(csp_north, piloting, (SPLIT, "distributed", ago(6)))
+    # BOTH activates on the target; SPLIT reports another version, so it fails with that reason (U3).
+    at = ago(2)
+    upload = feed(csp_north, piloting, (BOTH, "activated", at), (SPLIT, "activated", at, "", OLD))
+    figures = {k: upload.summary[k] for k in ("moved", "activated", "failed", "failed_wrong_version")}
+    assert figures == {"moved": 2, "activated": 1, "failed": 1, "failed_wrong_version": 1}
+    assert (upload.summary["smi_versions_updated"], upload.summary["events"]) == (1, 2)
+    assert Hub.objects.get(guid=BOTH).firmware_version == estate["v2"]
+    assert Hub.objects.get(guid=SPLIT).firmware_version == estate["v1"]
+    # Volt holds both hubs (import of the split one), GasCo only the split one's gas role: one notice each.
+    volt = Notice.objects.get(organisation=import_supplier.organisation, kind="progress.outcomes")
+    gasco = Notice.objects.get(organisation=gas_supplier.organisation, kind="progress.outcomes")
+    assert "1 of your hubs activated firmware 00020130 and 1 of your hubs failed" in volt.body
+    assert "1 of your hubs failed" in gasco.body and "activated firmware" not in gasco.body
+    assert counter_mismatches() == []
+    again = feed(csp_north, piloting, (BOTH, "activated", at), (SPLIT, "activated", at, "", OLD))
+    assert (again.summary["moved"], again.summary["events"], again.summary["smi_versions_updated"]) == (
+        0,
+        0,
+        0,
+    )
+    assert Notice.objects.filter(kind="progress.outcomes").count() == 2  # nothing new to tell
+    assert counter_mismatches() == []
+
+
 @pytest.mark.req("U3")
 @pytest.mark.req("P4")
 def test_each_current_supplier_gets_one_aggregated_notice_per_feed(
