@@ -271,6 +271,19 @@ def test_a_hub_already_distributed_is_refused_and_a_pending_one_accepted(live, i
 
 
 @pytest.mark.req("E1")
+@pytest.mark.req("B3")
+def test_a_hub_that_left_the_rollout_is_not_eligible_and_a_distributed_one_is_named_as_such(
+    live, import_supplier
+):
+    RolloutHub.objects.filter(rollout=live, hub__guid=SPLIT).update(status="left")
+    RolloutHub.objects.filter(rollout=live, hub__guid=BOTH_ROLES).update(status="activated")
+    with pytest.raises(RowsRejected) as excinfo:
+        instruct(import_supplier, live, [SPLIT, BOTH_ROLES, OTHERS], JAN_10)
+    assert codes(excinfo) == [(2, "guid_not_eligible"), (3, "already_distributed"), (4, "guid_not_yours")]
+    assert not HubInstruction.objects.exists()
+
+
+@pytest.mark.req("E1")
 @pytest.mark.req("I3")
 def test_suspended_refuses_with_rollout_on_hold_but_paused_accepts(live, dcc, import_supplier, monkeypatch):
     at_now(monkeypatch, NOW)
