@@ -65,6 +65,7 @@ WITHDRAWABLE = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
 NOT_DISTRIBUTED = ("pending", "scheduled")
 TOUCHED = "instruction_touched"  # temp table: hub_id (, deploy_at) of the hubs one call changes
 LOOKUP_UP_TO = 200_000  # _split_partners: hubs looked up one by one up to this many, merged above
+BY_SUPPLIER_FROM = 100_000  # a withdrawal of all from this many hubs is replanned by Supplier (see `replan`)
 ANALYZE_FROM = 5_000  # hubs in one instruction from which HubInstruction statistics are refreshed
 TIMES = "instruction_times"  # temp table: each distinct deploy_at text of a file, parsed
 RESOLVED = "instruction_resolved"  # temp table: each GUID row's hub, visibility and own rollout row status
@@ -314,9 +315,15 @@ def _record_instruction(
     default_deploy_at: dt.datetime | None,
     upload: Upload | None,
 ) -> tuple[Instruction, dict[str, Any]]:
-    """From TOUCHED (hub_id, deploy_at): the Instruction, the upserted HubInstructions, the replan."""
+    """From TOUCHED (hub_id, deploy_at): the Instruction, the upserted HubInstructions, the replan.
+
+    For "all my eligible hubs" TOUCHED is every undistributed hub of the Supplier, so the replan takes
+    them by Supplier and TOUCHED needs no index (see `replan`)."""
+    every_hub = kind == InstructionKind.ALL_ELIGIBLE
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE INDEX ON {TOUCHED} (hub_id); ANALYZE {TOUCHED}")
+        cursor.execute(
+            f"ANALYZE {TOUCHED}" if every_hub else f"CREATE INDEX ON {TOUCHED} (hub_id); ANALYZE {TOUCHED}"
+        )
         cursor.execute(f"SELECT count(*) FROM {TOUCHED}")
         hubs = cursor.fetchone()[0]
         instruction = Instruction.objects.create(
@@ -345,7 +352,10 @@ def _record_instruction(
             # the rollout for each hub (50,000 hubs: > 10 minutes instead of seconds). ANALYZE samples a
             # bounded number of rows, and counts this transaction's own inserts.
             cursor.execute("ANALYZE rollouts_hubinstruction")
-    planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
+    if every_hub:
+        planned_changed = replan(rollout.pk, supplier_id=supplier.pk)
+    else:
+        planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
     partners = _split_partners(rollout, supplier, hubs)
     result = {
         "rollout": rollout.pk,
@@ -665,7 +675,13 @@ def withdraw_instruction(
         )
         withdrawn = cursor.rowcount
         cursor.execute(f"ANALYZE {TOUCHED}")
-    planned_changed = replan(rollout.pk, hubs_table=TOUCHED) if withdrawn else 0
+    if not withdrawn:
+        planned_changed = 0
+    elif all and withdrawn >= BY_SUPPLIER_FROM:
+        # Hubs of the Supplier's that had no instruction are replanned too: they do not change (nor count).
+        planned_changed = replan(rollout.pk, supplier_id=org)
+    else:
+        planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
     partners = _split_partners(rollout, supplier, withdrawn) if withdrawn else {}
     result = {
         "rollout": rollout.pk,

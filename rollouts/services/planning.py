@@ -36,10 +36,17 @@ PLAN = """
 """
 
 
-def replan(rollout_id: int, *, hubs_table: str | None = None) -> int:
-    """Replan the rollout's hubs (or only those whose hub_id is in the temp table `hubs_table`).
-    Returns how many hubs' planned time or source changed (rows that did not change are not written)."""
+def replan(rollout_id: int, *, hubs_table: str | None = None, supplier_id: int | None = None) -> int:
+    """Replan the rollout's hubs (or only those whose hub_id is in the temp table `hubs_table`, or only
+    those of one Supplier). Returns how many hubs' planned time or source changed (rows that did not
+    change are not written).
+
+    `supplier_id` serves "all my eligible hubs" and its withdrawal, whose hubs are exactly the Supplier's
+    undistributed ones: a filter on the hub rows instead of a semi-join against a million-row temp table
+    (1,000,000 hubs: 11.2 s -> 8.8 s, bench/instructions.py)."""
     only = f"AND rh.hub_id IN (SELECT hub_id FROM {hubs_table})" if hubs_table else ""
+    if supplier_id is not None:
+        only += " AND (rh.import_supplier_id = %(supplier)s OR rh.gas_supplier_id = %(supplier)s)"
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -56,6 +63,6 @@ def replan(rollout_id: int, *, hubs_table: str | None = None) -> int:
             FROM chosen c
             WHERE rh.id = c.id
               AND (rh.planned_activation_at IS DISTINCT FROM c.at OR rh.activation_source <> c.source)""",
-            {"rollout": rollout_id},
+            {"rollout": rollout_id, "supplier": supplier_id},
         )
         return cursor.rowcount

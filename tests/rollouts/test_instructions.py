@@ -441,6 +441,29 @@ def test_hubs_joining_after_an_all_hubs_instruction_are_told_they_have_the_autom
     assert planned(live, "00DB000000000011")[1] == "automatic"
 
 
+@pytest.mark.req("E4")
+@pytest.mark.req("E3")
+@pytest.mark.req("T5")
+def test_all_my_eligible_hubs_and_withdrawing_all_replan_each_hub_of_the_supplier(
+    live, import_supplier, gas_supplier, monkeypatch
+):
+    instruct(gas_supplier, live, [SPLIT], JAN_20)
+    assert planned(live, SPLIT) == (AUTO, "automatic")  # E3: the import Supplier has not instructed yet
+    instruction = instruct_early_deployment(
+        user=import_supplier, rollout_id=live.pk, all_eligible=True, default_deploy_at=JAN_10
+    )
+    assert instruction.hub_count == 2  # 01 (split) and 02 (both roles)
+    assert planned(live, SPLIT) == (JAN_20, "instruction")  # both instructed: the later time
+    assert planned(live, BOTH_ROLES) == (JAN_10, "instruction")  # E2: one organisation in both roles
+    assert planned(live, GAS_ONLY) == (AUTO, "automatic")  # not Volt's
+    # A large withdrawal of all is replanned by Supplier rather than hub by hub: the same plan either way.
+    monkeypatch.setattr(service, "BY_SUPPLIER_FROM", 1)
+    result = withdraw_instruction(user=import_supplier, rollout_id=live.pk, all=True)
+    assert (result["withdrawn"], result["planned_changed"]) == (2, 2)
+    assert planned(live, SPLIT) == planned(live, BOTH_ROLES) == (AUTO, "automatic")
+    assert list(HubInstruction.objects.values_list("hub__guid", "supplier__name")) == [(SPLIT, "GasCo")]
+
+
 # -- withdrawals -------------------------------------------------------------------------------------
 
 
