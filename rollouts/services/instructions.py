@@ -66,6 +66,9 @@ NOT_DISTRIBUTED = ("pending", "scheduled")
 TOUCHED = "instruction_touched"  # temp table: hub_id (, deploy_at) of the hubs one call changes
 LOOKUP_UP_TO = 200_000  # _split_partners: hubs looked up one by one up to this many, merged above
 BY_SUPPLIER_FROM = 100_000  # a withdrawal of all from this many hubs is replanned by Supplier (see `replan`)
+PLAIN_INSERT_FROM = (
+    100_000  # hubs in one instruction from which rows are replaced by DELETE + INSERT, not upserted
+)
 ANALYZE_FROM = 5_000  # hubs in one instruction from which HubInstruction statistics are refreshed
 TIMES = "instruction_times"  # temp table: each distinct deploy_at text of a file, parsed
 RESOLVED = "instruction_resolved"  # temp table: each GUID row's hub, visibility and own rollout row status
@@ -335,17 +338,34 @@ def _record_instruction(
             hub_count=hubs,
             created_by=user,
         )
-        cursor.execute(
-            f"""WITH up AS (
-                    INSERT INTO rollouts_hubinstruction (rollout_id, hub_id, supplier_id, instruction_id, deploy_at)
-                    SELECT %s, hub_id, %s, %s, deploy_at FROM {TOUCHED}
-                    ON CONFLICT (rollout_id, hub_id, supplier_id)
-                    DO UPDATE SET instruction_id = EXCLUDED.instruction_id, deploy_at = EXCLUDED.deploy_at
-                    RETURNING xmax = 0 AS inserted)
-                SELECT count(*) FILTER (WHERE NOT inserted) FROM up""",
-            [rollout.pk, supplier.pk, instruction.pk],
-        )
-        replaced = cursor.fetchone()[0]
+        if hubs < PLAIN_INSERT_FROM:
+            cursor.execute(
+                f"""WITH up AS (
+                        INSERT INTO rollouts_hubinstruction (rollout_id, hub_id, supplier_id, instruction_id, deploy_at)
+                        SELECT %s, hub_id, %s, %s, deploy_at FROM {TOUCHED}
+                        ON CONFLICT (rollout_id, hub_id, supplier_id)
+                        DO UPDATE SET instruction_id = EXCLUDED.instruction_id, deploy_at = EXCLUDED.deploy_at
+                        RETURNING xmax = 0 AS inserted)
+                    SELECT count(*) FILTER (WHERE NOT inserted) FROM up""",
+                [rollout.pk, supplier.pk, instruction.pk],
+            )
+            replaced = cursor.fetchone()[0]
+        else:
+            # The same outcome as the upsert: the Supplier's earlier rows for these hubs are replaced (and
+            # counted), then a plain INSERT. ON CONFLICT's speculative insertion cost a third more per row
+            # (1,000,000 hubs: 4.8-5.3 s upserted, 3.1-3.5 s inserted); the rollout lock keeps anyone else
+            # from inserting the same (rollout, hub, Supplier) in between.
+            cursor.execute(
+                f"""DELETE FROM rollouts_hubinstruction hi USING {TOUCHED} t
+                    WHERE hi.rollout_id = %s AND hi.supplier_id = %s AND hi.hub_id = t.hub_id""",
+                [rollout.pk, supplier.pk],
+            )
+            replaced = cursor.rowcount
+            cursor.execute(
+                f"""INSERT INTO rollouts_hubinstruction (rollout_id, hub_id, supplier_id, instruction_id, deploy_at)
+                    SELECT %s, hub_id, %s, %s, deploy_at FROM {TOUCHED}""",
+                [rollout.pk, supplier.pk, instruction.pk],
+            )
         if hubs >= ANALYZE_FROM:
             # Fresh statistics before replan: with stale ones (e.g. the first big instruction on a nearly
             # empty table) its per-hub lookup took the rollout_id index and scanned every instruction of

@@ -131,6 +131,15 @@ def test_a_single_supplier_and_one_organisation_in_both_roles_each_suffice(
 V, G = "volt", "gasco"
 
 
+@pytest.fixture(params=["upsert", "delete_then_insert"])
+def write_path(request, monkeypatch):
+    """Both ways the service writes a Supplier's rows (a large instruction replaces by DELETE + INSERT):
+    the rules give the same outcome whichever it takes."""
+    if request.param == "delete_then_insert":
+        monkeypatch.setattr(service, "PLAIN_INSERT_FROM", 1)
+    return request.param
+
+
 @pytest.mark.req("E3")
 @pytest.mark.req("T5")
 @pytest.mark.parametrize(
@@ -151,7 +160,7 @@ V, G = "volt", "gasco"
         ([(V, FEB_5), (G, JAN_20), (G, None), (G, FEB_1)], FEB_5),
     ],
 )
-def test_split_hub_decision_table(live, import_supplier, gas_supplier, steps, expected):
+def test_split_hub_decision_table(live, import_supplier, gas_supplier, steps, expected, write_path):
     users = {V: import_supplier, G: gas_supplier}
     for who, at in steps:
         if at is None:
@@ -384,6 +393,23 @@ def test_receipt_counts_and_one_audit_event_with_the_file_hash(live, import_supp
     assert "1 of them are split hubs" in receipt.body and "has instructed 1 of them" in receipt.body
     assert planned(live, SPLIT) == (JAN_20, "instruction")  # later of Jan 10 (file default) and Jan 20
     assert planned(live, BOTH_ROLES) == (dt.datetime(2027, 1, 12, 9, 0, tzinfo=UK), "instruction")
+
+
+@pytest.mark.req("E5")
+@pytest.mark.req("E1")
+def test_a_new_instruction_replaces_the_earlier_one_hub_by_hub_and_the_receipt_counts_them(
+    live, import_supplier, write_path
+):
+    first = instruct(import_supplier, live, [SPLIT, BOTH_ROLES], JAN_10)
+    instruction = instruct(import_supplier, live, [BOTH_ROLES], FEB_1)
+    receipt = notices(import_supplier)[-1]
+    assert "It replaces your earlier instruction for 1 of these hubs." in receipt.body
+    rows = HubInstruction.objects.filter(supplier=import_supplier.organisation)
+    assert sorted(rows.values_list("hub__guid", "deploy_at", "instruction_id")) == [
+        (SPLIT, JAN_10, first.pk),
+        (BOTH_ROLES, FEB_1, instruction.pk),
+    ]
+    assert planned(live, BOTH_ROLES) == (FEB_1, "instruction")
 
 
 @pytest.mark.req("E1")
