@@ -50,7 +50,7 @@ from ..models import (
 )
 from ..models.rollouts import UK
 from .notifications import notify
-from .planning import replan
+from .planning import replan, replan_supplier
 
 INSTRUCTION_LAYOUT = Layout(kind=UploadKind.INSTRUCTION, columns={"guid": True, "deploy_at": False})
 LIVE_STAGES = (Stage.NOTIFICATION, Stage.PILOTING, Stage.SAFE_LAUNCH)
@@ -372,8 +372,8 @@ def _record_instruction(
             # the rollout for each hub (50,000 hubs: > 10 minutes instead of seconds). ANALYZE samples a
             # bounded number of rows, and counts this transaction's own inserts.
             cursor.execute("ANALYZE rollouts_hubinstruction")
-    if every_hub:
-        planned_changed = replan(rollout.pk, supplier_id=supplier.pk)
+    if every_hub:  # every undistributed hub of the Supplier now has this one time
+        planned_changed = replan_supplier(rollout.pk, supplier.pk, default_deploy_at)
     else:
         planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
     partners = _split_partners(rollout, supplier, hubs)
@@ -699,7 +699,7 @@ def withdraw_instruction(
         planned_changed = 0
     elif all and withdrawn >= BY_SUPPLIER_FROM:
         # Hubs of the Supplier's that had no instruction are replanned too: they do not change (nor count).
-        planned_changed = replan(rollout.pk, supplier_id=org)
+        planned_changed = replan_supplier(rollout.pk, org, None)  # none of its undistributed hubs has one now
     else:
         planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
     partners = _split_partners(rollout, supplier, withdrawn) if withdrawn else {}

@@ -38,6 +38,7 @@ from rollouts.services.instructions import (
 )
 from rollouts.services.inventory import load_inventory
 from rollouts.services.lifecycle import pause_rollout, suspend_rollout
+from rollouts.services.planning import replan
 from tests.factories import OrganisationFactory, UserFactory
 
 from .conftest import inventory
@@ -482,12 +483,30 @@ def test_all_my_eligible_hubs_and_withdrawing_all_replan_each_hub_of_the_supplie
     assert planned(live, SPLIT) == (JAN_20, "instruction")  # both instructed: the later time
     assert planned(live, BOTH_ROLES) == (JAN_10, "instruction")  # E2: one organisation in both roles
     assert planned(live, GAS_ONLY) == (AUTO, "automatic")  # not Volt's
+    assert replan(live.pk) == 0  # the Supplier-wide replan wrote exactly what the rule gives every hub
     # A large withdrawal of all is replanned by Supplier rather than hub by hub: the same plan either way.
     monkeypatch.setattr(service, "BY_SUPPLIER_FROM", 1)
     result = withdraw_instruction(user=import_supplier, rollout_id=live.pk, all=True)
     assert (result["withdrawn"], result["planned_changed"]) == (2, 2)
     assert planned(live, SPLIT) == planned(live, BOTH_ROLES) == (AUTO, "automatic")
+    assert replan(live.pk) == 0
     assert list(HubInstruction.objects.values_list("hub__guid", "supplier__name")) == [(SPLIT, "GasCo")]
+
+
+@pytest.mark.req("E4")
+@pytest.mark.req("E2")
+@pytest.mark.req("T5")
+def test_all_my_eligible_hubs_of_a_single_supplier_and_its_withdrawal(live, other_supplier, monkeypatch):
+    instruct_early_deployment(
+        user=other_supplier, rollout_id=live.pk, all_eligible=True, default_deploy_at=FEB_1
+    )
+    assert planned(live, OTHERS) == (FEB_1, "instruction")  # E2: its only Supplier's instruction suffices
+    assert planned(live, SPLIT) == (AUTO, "automatic")  # not Other Power's
+    assert replan(live.pk) == 0
+    monkeypatch.setattr(service, "BY_SUPPLIER_FROM", 1)
+    assert withdraw_instruction(user=other_supplier, rollout_id=live.pk, all=True)["planned_changed"] == 1
+    assert planned(live, OTHERS) == (AUTO, "automatic")
+    assert replan(live.pk) == 0
 
 
 # -- withdrawals -------------------------------------------------------------------------------------
