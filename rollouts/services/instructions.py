@@ -32,7 +32,7 @@ from .. import audit
 from ..guid import GuidFormatError, parse_guid
 from ..intake import pipeline
 from ..intake.errors import CODES, Failure, RowsRejected, failure
-from ..intake.pipeline import FAILURES, ROWS, Layout, Staging, check_guids_visible, receive_upload
+from ..intake.pipeline import FAILURES, ROWS, Layout, Staging, receive_upload
 from ..models import (
     HubInstruction,
     Instruction,
@@ -50,7 +50,7 @@ from ..models import (
 )
 from ..models.rollouts import UK
 from .notifications import notify
-from .planning import replan
+from .planning import replan, replan_supplier
 
 INSTRUCTION_LAYOUT = Layout(kind=UploadKind.INSTRUCTION, columns={"guid": True, "deploy_at": False})
 LIVE_STAGES = (Stage.NOTIFICATION, Stage.PILOTING, Stage.SAFE_LAUNCH)
@@ -65,8 +65,13 @@ WITHDRAWABLE = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
 NOT_DISTRIBUTED = ("pending", "scheduled")
 TOUCHED = "instruction_touched"  # temp table: hub_id (, deploy_at) of the hubs one call changes
 LOOKUP_UP_TO = 200_000  # _split_partners: hubs looked up one by one up to this many, merged above
+BY_SUPPLIER_FROM = 100_000  # a withdrawal of all from this many hubs is replanned by Supplier (see `replan`)
+PLAIN_INSERT_FROM = (
+    100_000  # hubs in one instruction from which rows are replaced by DELETE + INSERT, not upserted
+)
 ANALYZE_FROM = 5_000  # hubs in one instruction from which HubInstruction statistics are refreshed
 TIMES = "instruction_times"  # temp table: each distinct deploy_at text of a file, parsed
+RESOLVED = "instruction_resolved"  # temp table: each GUID row's hub, visibility and own rollout row status
 # E5: the failures that make a row an "invalid GUID"; with only_valid=True those rows are dropped.
 GUID_CODES = ("guid_format", "guid_duplicate", "guid_not_yours", "guid_not_eligible", "already_distributed")
 
@@ -196,21 +201,32 @@ class InstructionHandler:
 
     def check(self, staging: Staging, upload: Upload) -> None:
         org, rollout = self.supplier.pk, self.rollout.pk
-        check_guids_visible(staging, self.supplier)  # guid_not_yours: unknown and others' alike (P3)
-        mine = "(rh.import_supplier_id = %s OR rh.gas_supplier_id = %s)"
-        staging.fail(
-            f"""SELECT r.row_no, 'guid', r.guid, 'guid_not_eligible', NULL FROM {ROWS} r
-                JOIN rollouts_hub h ON h.guid = r.guid_hex AND (h.import_supplier_id = %s OR h.gas_supplier_id = %s)
-                WHERE NOT EXISTS (SELECT 1 FROM rollouts_rollouthub rh WHERE rh.rollout_id = %s AND rh.hub_id = h.id
-                                  AND rh.status <> 'left' AND {mine})""",
+        # One pass over the hubs (d): each GUID resolved once to its hub, whether the Supplier may see it (P3)
+        # and the Supplier's own row in this rollout; the three GUID checks and `apply` read this small table
+        # instead of joining the 50,000 GUIDs to the hub and rollout tables three times (0.45 s -> 0.15 s).
+        staging.create_temp(
+            RESOLVED,
+            f"""SELECT r.row_no, r.guid, h.id AS hub_id,
+                       coalesce(h.import_supplier_id = %s OR h.gas_supplier_id = %s, false) AS visible,
+                       rh.status AS status
+                FROM {ROWS} r
+                LEFT JOIN rollouts_hub h ON h.guid = r.guid_hex
+                LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %s AND rh.hub_id = h.id
+                      AND (rh.import_supplier_id = %s OR rh.gas_supplier_id = %s)
+                WHERE r.guid_hex IS NOT NULL""",
             [org, org, rollout, org, org],
         )
+        # guid_not_yours: unknown and others' hubs alike (P3, as `check_guids_visible`); guid_not_eligible: the
+        # Supplier's hub has no row of its own in this rollout (or left it); already_distributed: its row is
+        # past `scheduled`.
         staging.fail(
-            f"""SELECT r.row_no, 'guid', r.guid, 'already_distributed', NULL FROM {ROWS} r
-                JOIN rollouts_hub h ON h.guid = r.guid_hex
-                JOIN rollouts_rollouthub rh ON rh.rollout_id = %s AND rh.hub_id = h.id AND {mine}
-                WHERE rh.status NOT IN ('pending', 'scheduled', 'left')""",
-            [rollout, org, org],
+            f"""SELECT row_no, 'guid', guid, 'guid_not_yours', NULL FROM {RESOLVED} WHERE NOT visible
+                UNION ALL
+                SELECT row_no, 'guid', guid, 'guid_not_eligible', NULL FROM {RESOLVED}
+                WHERE visible AND (status IS NULL OR status = 'left')
+                UNION ALL
+                SELECT row_no, 'guid', guid, 'already_distributed', NULL FROM {RESOLVED}
+                WHERE status NOT IN ('pending', 'scheduled', 'left')"""
         )
         self._check_times(staging)
         if self.only_valid:
@@ -266,6 +282,9 @@ class InstructionHandler:
                 DELETE FROM {ROWS} r WHERE r.row_no IN (SELECT row_no FROM bad)"""
         )
         self.dropped = cursor.rowcount
+        cursor.execute(
+            f"DELETE FROM {RESOLVED} x WHERE NOT EXISTS (SELECT 1 FROM {ROWS} r WHERE r.row_no = x.row_no)"
+        )
         cursor.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {ROWS})")
         if cursor.fetchone()[0]:
             staging.fail(
@@ -275,8 +294,8 @@ class InstructionHandler:
     def apply(self, staging: Staging, upload: Upload) -> dict[str, Any]:
         staging.create_temp(
             TOUCHED,
-            f"""SELECT h.id AS hub_id, coalesce(t.at, %s::timestamptz) AS deploy_at FROM {ROWS} r
-                JOIN rollouts_hub h ON h.guid = r.guid_hex LEFT JOIN {TIMES} t ON t.value = r.deploy_at""",
+            f"""SELECT x.hub_id, coalesce(t.at, %s::timestamptz) AS deploy_at FROM {ROWS} r
+                JOIN {RESOLVED} x ON x.row_no = r.row_no LEFT JOIN {TIMES} t ON t.value = r.deploy_at""",
             [self.default_deploy_at],
         )
         self.instruction, self.result = _record_instruction(
@@ -299,9 +318,15 @@ def _record_instruction(
     default_deploy_at: dt.datetime | None,
     upload: Upload | None,
 ) -> tuple[Instruction, dict[str, Any]]:
-    """From TOUCHED (hub_id, deploy_at): the Instruction, the upserted HubInstructions, the replan."""
+    """From TOUCHED (hub_id, deploy_at): the Instruction, the upserted HubInstructions, the replan.
+
+    For "all my eligible hubs" TOUCHED is every undistributed hub of the Supplier, so the replan takes
+    them by Supplier and TOUCHED needs no index (see `replan`)."""
+    every_hub = kind == InstructionKind.ALL_ELIGIBLE
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE INDEX ON {TOUCHED} (hub_id); ANALYZE {TOUCHED}")
+        cursor.execute(
+            f"ANALYZE {TOUCHED}" if every_hub else f"CREATE INDEX ON {TOUCHED} (hub_id); ANALYZE {TOUCHED}"
+        )
         cursor.execute(f"SELECT count(*) FROM {TOUCHED}")
         hubs = cursor.fetchone()[0]
         instruction = Instruction.objects.create(
@@ -313,24 +338,44 @@ def _record_instruction(
             hub_count=hubs,
             created_by=user,
         )
-        cursor.execute(
-            f"""WITH up AS (
-                    INSERT INTO rollouts_hubinstruction (rollout_id, hub_id, supplier_id, instruction_id, deploy_at)
-                    SELECT %s, hub_id, %s, %s, deploy_at FROM {TOUCHED}
-                    ON CONFLICT (rollout_id, hub_id, supplier_id)
-                    DO UPDATE SET instruction_id = EXCLUDED.instruction_id, deploy_at = EXCLUDED.deploy_at
-                    RETURNING xmax = 0 AS inserted)
-                SELECT count(*) FILTER (WHERE NOT inserted) FROM up""",
-            [rollout.pk, supplier.pk, instruction.pk],
-        )
-        replaced = cursor.fetchone()[0]
+        if hubs < PLAIN_INSERT_FROM:
+            cursor.execute(
+                f"""WITH up AS (
+                        INSERT INTO rollouts_hubinstruction (rollout_id, hub_id, supplier_id, instruction_id, deploy_at)
+                        SELECT %s, hub_id, %s, %s, deploy_at FROM {TOUCHED}
+                        ON CONFLICT (rollout_id, hub_id, supplier_id)
+                        DO UPDATE SET instruction_id = EXCLUDED.instruction_id, deploy_at = EXCLUDED.deploy_at
+                        RETURNING xmax = 0 AS inserted)
+                    SELECT count(*) FILTER (WHERE NOT inserted) FROM up""",
+                [rollout.pk, supplier.pk, instruction.pk],
+            )
+            replaced = cursor.fetchone()[0]
+        else:
+            # The same outcome as the upsert: the Supplier's earlier rows for these hubs are replaced (and
+            # counted), then a plain INSERT. ON CONFLICT's speculative insertion cost a third more per row
+            # (1,000,000 hubs: 4.8-5.3 s upserted, 3.1-3.5 s inserted); the rollout lock keeps anyone else
+            # from inserting the same (rollout, hub, Supplier) in between.
+            cursor.execute(
+                f"""DELETE FROM rollouts_hubinstruction hi USING {TOUCHED} t
+                    WHERE hi.rollout_id = %s AND hi.supplier_id = %s AND hi.hub_id = t.hub_id""",
+                [rollout.pk, supplier.pk],
+            )
+            replaced = cursor.rowcount
+            cursor.execute(
+                f"""INSERT INTO rollouts_hubinstruction (rollout_id, hub_id, supplier_id, instruction_id, deploy_at)
+                    SELECT %s, hub_id, %s, %s, deploy_at FROM {TOUCHED}""",
+                [rollout.pk, supplier.pk, instruction.pk],
+            )
         if hubs >= ANALYZE_FROM:
             # Fresh statistics before replan: with stale ones (e.g. the first big instruction on a nearly
             # empty table) its per-hub lookup took the rollout_id index and scanned every instruction of
             # the rollout for each hub (50,000 hubs: > 10 minutes instead of seconds). ANALYZE samples a
             # bounded number of rows, and counts this transaction's own inserts.
             cursor.execute("ANALYZE rollouts_hubinstruction")
-    planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
+    if every_hub:  # every undistributed hub of the Supplier now has this one time
+        planned_changed = replan_supplier(rollout.pk, supplier.pk, default_deploy_at)
+    else:
+        planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
     partners = _split_partners(rollout, supplier, hubs)
     result = {
         "rollout": rollout.pk,
@@ -650,7 +695,13 @@ def withdraw_instruction(
         )
         withdrawn = cursor.rowcount
         cursor.execute(f"ANALYZE {TOUCHED}")
-    planned_changed = replan(rollout.pk, hubs_table=TOUCHED) if withdrawn else 0
+    if not withdrawn:
+        planned_changed = 0
+    elif all and withdrawn >= BY_SUPPLIER_FROM:
+        # Hubs of the Supplier's that had no instruction are replanned too: they do not change (nor count).
+        planned_changed = replan_supplier(rollout.pk, org, None)  # none of its undistributed hubs has one now
+    else:
+        planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
     partners = _split_partners(rollout, supplier, withdrawn) if withdrawn else {}
     result = {
         "rollout": rollout.pk,

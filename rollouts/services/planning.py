@@ -8,6 +8,8 @@ automatic time. Only hubs not yet distributed are replanned.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import connection
 
 # E3 without a per-hub subquery: at most two Suppliers count for a hub (its Import and its Gas Supplier,
@@ -36,10 +38,21 @@ PLAN = """
 """
 
 
-def replan(rollout_id: int, *, hubs_table: str | None = None) -> int:
-    """Replan the rollout's hubs (or only those whose hub_id is in the temp table `hubs_table`).
-    Returns how many hubs' planned time or source changed (rows that did not change are not written)."""
+def replan(
+    rollout_id: int, *, hubs_table: str | None = None, supplier_id: int | None = None, skip_sole: bool = False
+) -> int:
+    """Replan the rollout's hubs (or only those whose hub_id is in the temp table `hubs_table`, or only
+    those of one Supplier). Returns how many hubs' planned time or source changed (rows that did not
+    change are not written).
+
+    `supplier_id` serves "all my eligible hubs" and its withdrawal, whose hubs are exactly the Supplier's
+    undistributed ones: a filter on the hub rows instead of a semi-join against a million-row temp table
+    (1,000,000 hubs: 11.2 s -> 8.8 s, bench/instructions.py)."""
     only = f"AND rh.hub_id IN (SELECT hub_id FROM {hubs_table})" if hubs_table else ""
+    if supplier_id is not None:
+        only += " AND (rh.import_supplier_id = %(supplier)s OR rh.gas_supplier_id = %(supplier)s)"
+    if skip_sole:  # replan_supplier has written those hubs itself
+        only += f" AND NOT ({SOLE})"
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -56,6 +69,45 @@ def replan(rollout_id: int, *, hubs_table: str | None = None) -> int:
             FROM chosen c
             WHERE rh.id = c.id
               AND (rh.planned_activation_at IS DISTINCT FROM c.at OR rh.activation_source <> c.source)""",
-            {"rollout": rollout_id},
+            {"rollout": rollout_id, "supplier": supplier_id},
         )
         return cursor.rowcount
+
+
+# The same rule for the commonest hubs of "all my eligible hubs" and of withdrawing all: safe launch hubs
+# whose only Supplier is the one acting (one Supplier, or one organisation in both roles, E2), when that
+# Supplier has just given every one of them the same time (or withdrawn every one: None). Their instructed
+# time is then that time, known without reading HubInstruction, and without a pilot window the plan is
+# LEAST(automatic, instructed) with source `instruction` when instructed <= automatic: one UPDATE with no
+# join to HubInstruction nor back to the hub rows, which were half of `replan`'s time at 1,000,000 hubs
+# (3.5 s of 7 at load 1.5; 9.4-10.3 s against 27 s paired at load 3). Split and pilot hubs of the
+# Supplier go through `replan` as before; tests check a full `replan` afterwards changes nothing.
+ONLY_SUPPLIER = """rh.rollout_id = %(rollout)s AND rh.status IN ('pending', 'scheduled')
+    AND (rh.import_supplier_id = %(supplier)s OR rh.gas_supplier_id = %(supplier)s)"""
+SOLE = """(rh.import_supplier_id IS NULL OR rh.gas_supplier_id IS NULL
+           OR rh.import_supplier_id = rh.gas_supplier_id) AND rh."group" <> 'pilot'"""
+
+
+def replan_supplier(rollout_id: int, supplier_id: int, at: dt.datetime | None) -> int:
+    """Replan every undistributed hub of one Supplier, which has just instructed all of them at `at`
+    ("all my eligible hubs") or withdrawn all of them (`at` None). Returns hubs changed, as `replan`.
+    Only valid under that precondition: the caller holds the rollout lock and has just written it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE rollouts_rollouthub rh
+            SET planned_activation_at = CASE WHEN %(at)s::timestamptz <= r.auto_deploy_at THEN %(at)s::timestamptz
+                                             ELSE r.auto_deploy_at END,
+                activation_source = CASE WHEN %(at)s::timestamptz <= r.auto_deploy_at THEN 'instruction'
+                                         ELSE 'automatic' END
+            FROM rollouts_rollout r
+            WHERE r.id = rh.rollout_id AND {ONLY_SUPPLIER} AND {SOLE}
+              AND (rh.planned_activation_at IS DISTINCT FROM
+                       (CASE WHEN %(at)s::timestamptz <= r.auto_deploy_at THEN %(at)s::timestamptz
+                             ELSE r.auto_deploy_at END)
+                   OR rh.activation_source <> (CASE WHEN %(at)s::timestamptz <= r.auto_deploy_at
+                                                     THEN 'instruction' ELSE 'automatic' END))""",
+            {"rollout": rollout_id, "supplier": supplier_id, "at": at},
+        )
+        changed = cursor.rowcount
+    return changed + replan(rollout_id, supplier_id=supplier_id, skip_sole=True)

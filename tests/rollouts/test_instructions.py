@@ -38,6 +38,7 @@ from rollouts.services.instructions import (
 )
 from rollouts.services.inventory import load_inventory
 from rollouts.services.lifecycle import pause_rollout, suspend_rollout
+from rollouts.services.planning import replan
 from tests.factories import OrganisationFactory, UserFactory
 
 from .conftest import inventory
@@ -131,6 +132,15 @@ def test_a_single_supplier_and_one_organisation_in_both_roles_each_suffice(
 V, G = "volt", "gasco"
 
 
+@pytest.fixture(params=["upsert", "delete_then_insert"])
+def write_path(request, monkeypatch):
+    """Both ways the service writes a Supplier's rows (a large instruction replaces by DELETE + INSERT):
+    the rules give the same outcome whichever it takes."""
+    if request.param == "delete_then_insert":
+        monkeypatch.setattr(service, "PLAIN_INSERT_FROM", 1)
+    return request.param
+
+
 @pytest.mark.req("E3")
 @pytest.mark.req("T5")
 @pytest.mark.parametrize(
@@ -151,7 +161,7 @@ V, G = "volt", "gasco"
         ([(V, FEB_5), (G, JAN_20), (G, None), (G, FEB_1)], FEB_5),
     ],
 )
-def test_split_hub_decision_table(live, import_supplier, gas_supplier, steps, expected):
+def test_split_hub_decision_table(live, import_supplier, gas_supplier, steps, expected, write_path):
     users = {V: import_supplier, G: gas_supplier}
     for who, at in steps:
         if at is None:
@@ -271,6 +281,19 @@ def test_a_hub_already_distributed_is_refused_and_a_pending_one_accepted(live, i
 
 
 @pytest.mark.req("E1")
+@pytest.mark.req("B3")
+def test_a_hub_that_left_the_rollout_is_not_eligible_and_a_distributed_one_is_named_as_such(
+    live, import_supplier
+):
+    RolloutHub.objects.filter(rollout=live, hub__guid=SPLIT).update(status="left")
+    RolloutHub.objects.filter(rollout=live, hub__guid=BOTH_ROLES).update(status="activated")
+    with pytest.raises(RowsRejected) as excinfo:
+        instruct(import_supplier, live, [SPLIT, BOTH_ROLES, OTHERS], JAN_10)
+    assert codes(excinfo) == [(2, "guid_not_eligible"), (3, "already_distributed"), (4, "guid_not_yours")]
+    assert not HubInstruction.objects.exists()
+
+
+@pytest.mark.req("E1")
 @pytest.mark.req("I3")
 def test_suspended_refuses_with_rollout_on_hold_but_paused_accepts(live, dcc, import_supplier, monkeypatch):
     at_now(monkeypatch, NOW)
@@ -373,6 +396,23 @@ def test_receipt_counts_and_one_audit_event_with_the_file_hash(live, import_supp
     assert planned(live, BOTH_ROLES) == (dt.datetime(2027, 1, 12, 9, 0, tzinfo=UK), "instruction")
 
 
+@pytest.mark.req("E5")
+@pytest.mark.req("E1")
+def test_a_new_instruction_replaces_the_earlier_one_hub_by_hub_and_the_receipt_counts_them(
+    live, import_supplier, write_path
+):
+    first = instruct(import_supplier, live, [SPLIT, BOTH_ROLES], JAN_10)
+    instruction = instruct(import_supplier, live, [BOTH_ROLES], FEB_1)
+    receipt = notices(import_supplier)[-1]
+    assert "It replaces your earlier instruction for 1 of these hubs." in receipt.body
+    rows = HubInstruction.objects.filter(supplier=import_supplier.organisation)
+    assert sorted(rows.values_list("hub__guid", "deploy_at", "instruction_id")) == [
+        (SPLIT, JAN_10, first.pk),
+        (BOTH_ROLES, FEB_1, instruction.pk),
+    ]
+    assert planned(live, BOTH_ROLES) == (FEB_1, "instruction")
+
+
 @pytest.mark.req("E1")
 def test_the_same_file_applies_again_after_a_withdrawal(live, import_supplier):
     by_file(import_supplier, live, f"{BOTH_ROLES},2027-01-10T09:00")
@@ -426,6 +466,47 @@ def test_hubs_joining_after_an_all_hubs_instruction_are_told_they_have_the_autom
         organisation=other_supplier.organisation, kind="instruction.joiners_not_covered"
     )
     assert planned(live, "00DB000000000011")[1] == "automatic"
+
+
+@pytest.mark.req("E4")
+@pytest.mark.req("E3")
+@pytest.mark.req("T5")
+def test_all_my_eligible_hubs_and_withdrawing_all_replan_each_hub_of_the_supplier(
+    live, import_supplier, gas_supplier, monkeypatch
+):
+    instruct(gas_supplier, live, [SPLIT], JAN_20)
+    assert planned(live, SPLIT) == (AUTO, "automatic")  # E3: the import Supplier has not instructed yet
+    instruction = instruct_early_deployment(
+        user=import_supplier, rollout_id=live.pk, all_eligible=True, default_deploy_at=JAN_10
+    )
+    assert instruction.hub_count == 2  # 01 (split) and 02 (both roles)
+    assert planned(live, SPLIT) == (JAN_20, "instruction")  # both instructed: the later time
+    assert planned(live, BOTH_ROLES) == (JAN_10, "instruction")  # E2: one organisation in both roles
+    assert planned(live, GAS_ONLY) == (AUTO, "automatic")  # not Volt's
+    assert replan(live.pk) == 0  # the Supplier-wide replan wrote exactly what the rule gives every hub
+    # A large withdrawal of all is replanned by Supplier rather than hub by hub: the same plan either way.
+    monkeypatch.setattr(service, "BY_SUPPLIER_FROM", 1)
+    result = withdraw_instruction(user=import_supplier, rollout_id=live.pk, all=True)
+    assert (result["withdrawn"], result["planned_changed"]) == (2, 2)
+    assert planned(live, SPLIT) == planned(live, BOTH_ROLES) == (AUTO, "automatic")
+    assert replan(live.pk) == 0
+    assert list(HubInstruction.objects.values_list("hub__guid", "supplier__name")) == [(SPLIT, "GasCo")]
+
+
+@pytest.mark.req("E4")
+@pytest.mark.req("E2")
+@pytest.mark.req("T5")
+def test_all_my_eligible_hubs_of_a_single_supplier_and_its_withdrawal(live, other_supplier, monkeypatch):
+    instruct_early_deployment(
+        user=other_supplier, rollout_id=live.pk, all_eligible=True, default_deploy_at=FEB_1
+    )
+    assert planned(live, OTHERS) == (FEB_1, "instruction")  # E2: its only Supplier's instruction suffices
+    assert planned(live, SPLIT) == (AUTO, "automatic")  # not Other Power's
+    assert replan(live.pk) == 0
+    monkeypatch.setattr(service, "BY_SUPPLIER_FROM", 1)
+    assert withdraw_instruction(user=other_supplier, rollout_id=live.pk, all=True)["planned_changed"] == 1
+    assert planned(live, OTHERS) == (AUTO, "automatic")
+    assert replan(live.pk) == 0
 
 
 # -- withdrawals -------------------------------------------------------------------------------------
