@@ -1,6 +1,6 @@
 """Intake benchmark (issue part 9): figures printed, never asserted.
 
-    python -m bench.intake [--quick] [--repeat N] [--profile TEXT] [--xlsx-1m-timeout S]
+    python -m bench.intake [--quick] [--inventory-only] [--repeat N] [--profile TEXT] [--xlsx-1m-timeout S]
 
 Run through `make bench` (scripts/bench.sh), which provides DATABASE_URL (default chfw_bench) and
 BENCH_INV_DATABASE_URL (chfw_bench_inv), both migrated. What it measures:
@@ -352,7 +352,7 @@ def child_gen_files(params: dict[str, Any]) -> dict[str, Any]:
     timings: dict[str, float] = {}
     rng = random.Random(SEED)
     for key, count in SIZES.items():
-        if params.get("quick") and count > SMALL:
+        if (params.get("quick") and count > SMALL) or params.get("inventory_only"):
             continue
         indexes = list(range(0, HUBS, HUBS // count))  # hubs of Supplier 1 (gas supplier of every hub)
         rng.shuffle(indexes)  # files arrive in no particular order
@@ -751,6 +751,12 @@ def main(argv: list[str]) -> int:
         help="cProfile the cases whose label contains this text (bench-results/profile-*.txt)",
     )
     parser.add_argument("--xlsx-1m-timeout", type=float, default=XLSX_1M_TIMEOUT)
+    parser.add_argument(
+        "--inventory-only",
+        action="store_true",
+        default=os.environ.get("BENCH_INVENTORY_ONLY") == "1",
+        help="only the load_inventory cases and their bare COPY + upsert baselines (BENCH_INV_DATABASE_URL)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("NAME", "PARAMS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -785,6 +791,11 @@ def _run(args: argparse.Namespace, tmp: Path, started: float) -> int:
         "cases": [],
     }
     cases: list[dict[str, Any]] = report["cases"]
+    if args.inventory_only:
+        _say("Generating the inventory files...")
+        report["files"] = runner.child("gen-files", {"dir": str(tmp), "inventory_only": True})
+        _inventory(runner, tmp, report)
+        return _finish(report, started)
 
     _say(f"Hubs: {HUBS:,} in {os.environ['DATABASE_URL'].rsplit('/', 1)[-1]} (created once, then reused)...")
     setup = runner.child("setup-hubs", {})
@@ -851,7 +862,11 @@ def _run(args: argparse.Namespace, tmp: Path, started: float) -> int:
 
     if not args.quick:
         _inventory(runner, tmp, report)
+    return _finish(report, started)
 
+
+def _finish(report: dict[str, Any], started: float) -> int:
+    cases = report["cases"]
     report["elapsed_seconds"] = round(time.time() - started, 1)
     report["targets"] = _targets(cases)
     RESULTS.write_text(json.dumps(report, indent=2, default=str) + "\n")
