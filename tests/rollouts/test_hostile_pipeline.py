@@ -7,6 +7,7 @@ the peak resident size of a subprocess.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -37,8 +38,9 @@ class MarkFriendly:
 
     layout = Layout(kind=UploadKind.DEFAULT_PILOT_LIST, columns={"guid": True, "action": False})
 
-    def __init__(self, org):
+    def __init__(self, org, *, copy_csv: bool = False):
         self.org = org
+        self.layout = dataclasses.replace(MarkFriendly.layout, copy_csv=copy_csv)
 
     def check(self, staging, upload):
         check_guids_visible(staging, self.org)
@@ -75,7 +77,8 @@ def domain_snapshot() -> list:
 
 @pytest.mark.req("X3")
 @pytest.mark.parametrize("name", sorted(PIPELINE_EXPECTED))
-def test_each_file_through_the_pipeline(files, name, dcc_org, settings):
+@pytest.mark.parametrize("copy_csv", [False, True], ids=["reader", "copy-csv"])  # PostgreSQL parses plain CSV
+def test_each_file_through_the_pipeline(files, name, copy_csv, dcc_org, settings):
     expected = PIPELINE_EXPECTED[name].split(":")[-1]
     if name.startswith("too_many_rows"):
         settings.INTAKE_MAX_CSV_ROWS = settings.INTAKE_MAX_XLSX_ROWS = 10
@@ -86,7 +89,7 @@ def test_each_file_through_the_pipeline(files, name, dcc_org, settings):
         upload = receive_upload(
             user=None, organisation=dcc_org, kind=UploadKind.DEFAULT_PILOT_LIST, content=File(fh, name=name)
         )
-    upload = process_upload(upload.pk, MarkFriendly(dcc_org))
+    upload = process_upload(upload.pk, MarkFriendly(dcc_org, copy_csv=copy_csv))
     if expected == "ok":
         assert upload.state == UploadState.APPLIED, list(upload.errors.values_list("code", "message"))
         assert upload.summary["friendly"] > 0 and domain_snapshot() != before
