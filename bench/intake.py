@@ -141,9 +141,10 @@ class Phases:
 
     def instrument_pipeline(self, pipeline: Any) -> None:
         for attr, name in (
-            ("_create_tables", "create_tables"),
+            ("_stage_rows", "stage_rows"),
             ("read_rows", "open_file"),
             ("_copy_rows", "read_normalise_copy"),
+            ("_copy_plain", "copy_csv"),
             ("_copy_failures", "copy_failures"),
             ("_check_guids", "guid_checks"),
         ):
@@ -159,14 +160,14 @@ class Phases:
 
     def pipeline_figures(self, process: float) -> dict[str, float]:
         """The phases of one process_upload, and staging + validation from CREATE TEMP to the count."""
-        created, failures_copied = self.first("create_tables"), self.first("copy_failures")
+        created = self.first("stage_rows")
         guid_checks, counted = self.first("guid_checks"), self.first("failure_count")
         out = {
             name: self.seconds(name)
-            for name in ("open_file", "read_normalise_copy", "guid_checks", "check", "apply")
+            for name in ("open_file", "read_normalise_copy", "copy_csv", "guid_checks", "check", "apply")
         }
-        if failures_copied and guid_checks:
-            out["analyze"] = guid_checks[0] - failures_copied[1]  # ANALYZE intake_rows (and closing the file)
+        if created and guid_checks:
+            out["analyze"] = guid_checks[0] - created[1]  # ANALYZE intake_rows (and closing the file)
         if created and counted:
             out["stage_validate"] = counted[1] - created[0]
             out["other"] = process - out["stage_validate"] - out.get("apply", 0.0)
@@ -1006,6 +1007,7 @@ def _print(report: dict[str, Any]) -> None:
         "receive",
         "open_file",
         "read_normalise_copy",
+        "copy_csv",
         "analyze",
         "guid_checks",
         "check",
