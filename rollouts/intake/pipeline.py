@@ -35,6 +35,7 @@ from .readers import NotPlain, PlainCsv, plain_csv, plain_rows, read_rows
 log = logging.getLogger(__name__)
 
 ROWS = "intake_rows"
+PYTHON_SPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())  # what str.strip() removes
 FAILURES = "intake_failures"
 PROGRESS_EVERY = 10_000
 PROGRESS_TTL = 24 * 60 * 60
@@ -290,13 +291,11 @@ def _copy_plain(cursor, layout: Layout, plain: PlainCsv, fileobj) -> int:
         for block in plain_rows(fileobj, plain):
             copy.write(block)
     copied = cursor.rowcount
-    # Blank rows (every cell empty or whitespace, as the reader decides): only rows without a GUID.
+    # Blank rows (every cell empty or whitespace, as str.strip() sees it: the reader skips them) have no GUID.
+    blank = " AND ".join(f"btrim(\"{name}\", %(space)s) = ''" for name in present)
     first = layout.guid_columns[0]
-    cursor.execute(f'SELECT row_no, {names} FROM {ROWS} WHERE "{first}_hex" IS NULL')
-    blank = [row[0] for row in cursor.fetchall() if all(not (value or "").strip() for value in row[1:])]
-    if blank:
-        cursor.execute(f"DELETE FROM {ROWS} WHERE row_no = ANY(%s)", [blank])
-    count = copied - len(blank)
+    cursor.execute(f'DELETE FROM {ROWS} WHERE "{first}_hex" IS NULL AND {blank}', {"space": PYTHON_SPACE})
+    count = copied - cursor.rowcount
     if not 0 < count <= settings.INTAKE_MAX_CSV_ROWS:
         raise NotPlain("empty, or more rows than the limit")
     return count

@@ -30,7 +30,10 @@ FILES: dict[str, tuple[bytes, bool]] = {
     "bom": (b"\xef\xbb\xbf" + HEADER + ROW_A, True),
     "no final line end": (HEADER + ROW_A + ROW_B.rstrip(b"\n"), True),
     "blank lines at the end": (HEADER + ROW_A + b"\n\r\n\n", True),
-    "rows of empty or blank cells": (HEADER + ROW_A + b",,,,,,\n" + b" ,\t, ,,,,\xc2\xa0\n" + ROW_B, True),
+    "rows of empty or blank cells": (
+        HEADER + ROW_A + b",,,,,,\n" + b" ,\t, ,\x1c,\xe3\x80\x80,,\xc2\xa0\n" + ROW_B,
+        True,
+    ),
     "every GUID spelling": (
         HEADER
         + b"00DB123456789A04,010A030B,0002012F,north,,,\n"
