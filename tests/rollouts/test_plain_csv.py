@@ -41,6 +41,7 @@ FILES: dict[str, tuple[bytes, bool]] = {
         + b" \t00-DB-12-34-56-78-9A-06 ,010A030B,0002012F,north,,,\n"
         + b"00-DB-12:34-56-78-9A-07,010A030B,0002012F,north,,,\n"
         + b"00DB123456789A0,010A030B,0002012F,north,,,\n"
+        + b"00db123456789a0f,010A030B,0002012F,north,,,\n"
         + b"  ,010A030B,0002012F,north,,,\n",
         True,
     ),
@@ -57,6 +58,7 @@ FILES: dict[str, tuple[bytes, bool]] = {
         HEADER + ROW_A + b"00-DB-12-34-56-78-9A-ZZ,010A030B,0002012F,north,,,\n",
         False,
     ),
+    "a bare GUID that is not hex": (HEADER + ROW_A + b"00DB123456789AZZ,010A030B,0002012F,north,,,\n", False),
     "quoted": (HEADER + ROW_A + b'"00-DB-12-34-56-78-9A-0A",010A030B,0002012F,north,"a,b",,\n', False),
     "an exported escape": (HEADER + b"00DB123456789A0B,010A030B,0002012F,north,'=gasco,,\n", False),
     "a backslash end marker": (HEADER + ROW_A + b"\\.\n" + ROW_B, False),
