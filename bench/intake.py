@@ -1,6 +1,6 @@
 """Intake benchmark (issue part 9): figures printed, never asserted.
 
-    python -m bench.intake [--quick] [--repeat N] [--profile TEXT] [--xlsx-1m-timeout S]
+    python -m bench.intake [--quick] [--inventory-only] [--repeat N] [--profile TEXT] [--xlsx-1m-timeout S]
 
 Run through `make bench` (scripts/bench.sh), which provides DATABASE_URL (default chfw_bench) and
 BENCH_INV_DATABASE_URL (chfw_bench_inv), both migrated. What it measures:
@@ -141,9 +141,10 @@ class Phases:
 
     def instrument_pipeline(self, pipeline: Any) -> None:
         for attr, name in (
-            ("_create_tables", "create_tables"),
+            ("_stage_rows", "stage_rows"),
             ("read_rows", "open_file"),
             ("_copy_rows", "read_normalise_copy"),
+            ("_copy_plain", "copy_csv"),
             ("_copy_failures", "copy_failures"),
             ("_check_guids", "guid_checks"),
         ):
@@ -159,14 +160,14 @@ class Phases:
 
     def pipeline_figures(self, process: float) -> dict[str, float]:
         """The phases of one process_upload, and staging + validation from CREATE TEMP to the count."""
-        created, failures_copied = self.first("create_tables"), self.first("copy_failures")
+        created = self.first("stage_rows")
         guid_checks, counted = self.first("guid_checks"), self.first("failure_count")
         out = {
             name: self.seconds(name)
-            for name in ("open_file", "read_normalise_copy", "guid_checks", "check", "apply")
+            for name in ("open_file", "read_normalise_copy", "copy_csv", "guid_checks", "check", "apply")
         }
-        if failures_copied and guid_checks:
-            out["analyze"] = guid_checks[0] - failures_copied[1]  # ANALYZE intake_rows (and closing the file)
+        if created and guid_checks:
+            out["analyze"] = guid_checks[0] - created[1]  # ANALYZE intake_rows (and closing the file)
         if created and counted:
             out["stage_validate"] = counted[1] - created[0]
             out["other"] = process - out["stage_validate"] - out.get("apply", 0.0)
@@ -352,7 +353,7 @@ def child_gen_files(params: dict[str, Any]) -> dict[str, Any]:
     timings: dict[str, float] = {}
     rng = random.Random(SEED)
     for key, count in SIZES.items():
-        if params.get("quick") and count > SMALL:
+        if (params.get("quick") and count > SMALL) or params.get("inventory_only"):
             continue
         indexes = list(range(0, HUBS, HUBS // count))  # hubs of Supplier 1 (gas supplier of every hub)
         rng.shuffle(indexes)  # files arrive in no particular order
@@ -751,6 +752,12 @@ def main(argv: list[str]) -> int:
         help="cProfile the cases whose label contains this text (bench-results/profile-*.txt)",
     )
     parser.add_argument("--xlsx-1m-timeout", type=float, default=XLSX_1M_TIMEOUT)
+    parser.add_argument(
+        "--inventory-only",
+        action="store_true",
+        default=os.environ.get("BENCH_INVENTORY_ONLY") == "1",
+        help="only the load_inventory cases and their bare COPY + upsert baselines (BENCH_INV_DATABASE_URL)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("NAME", "PARAMS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -785,6 +792,11 @@ def _run(args: argparse.Namespace, tmp: Path, started: float) -> int:
         "cases": [],
     }
     cases: list[dict[str, Any]] = report["cases"]
+    if args.inventory_only:
+        _say("Generating the inventory files...")
+        report["files"] = runner.child("gen-files", {"dir": str(tmp), "inventory_only": True})
+        _inventory(runner, tmp, report)
+        return _finish(report, started)
 
     _say(f"Hubs: {HUBS:,} in {os.environ['DATABASE_URL'].rsplit('/', 1)[-1]} (created once, then reused)...")
     setup = runner.child("setup-hubs", {})
@@ -851,7 +863,11 @@ def _run(args: argparse.Namespace, tmp: Path, started: float) -> int:
 
     if not args.quick:
         _inventory(runner, tmp, report)
+    return _finish(report, started)
 
+
+def _finish(report: dict[str, Any], started: float) -> int:
+    cases = report["cases"]
     report["elapsed_seconds"] = round(time.time() - started, 1)
     report["targets"] = _targets(cases)
     RESULTS.write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -991,6 +1007,7 @@ def _print(report: dict[str, Any]) -> None:
         "receive",
         "open_file",
         "read_normalise_copy",
+        "copy_csv",
         "analyze",
         "guid_checks",
         "check",

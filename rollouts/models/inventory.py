@@ -128,7 +128,9 @@ class Hub(models.Model):
 class InventoryChange(models.Model):
     """What one inventory load changed for one hub, so the rollouts can react (B3, E6).
 
-    Written set-based by `load_inventory`; one row per hub that was new, changed or left.
+    Written set-based by `load_inventory`; one row per hub already in the SMI that changed, came back
+    or left. Brand-new hubs are counted in the upload's summary and handed to the live rollouts
+    directly (a first load of 1M hubs wrote 1M rows here and checked their upload FK at commit: ~8 s).
     """
 
     # A log written set-based by each load (one row per changed hub): no FK constraints or indexes beyond
@@ -137,7 +139,7 @@ class InventoryChange(models.Model):
         "rollouts.Upload", on_delete=models.PROTECT, related_name="inventory_changes", db_index=False
     )
     hub = models.ForeignKey(Hub, on_delete=models.PROTECT, related_name="+", db_constraint=False)
-    is_new = models.BooleanField(default=False)
+    is_new = models.BooleanField(default=False)  # only on rows of loads before new hubs stopped being logged
     supplier_changed = models.BooleanField(default=False)
     model_changed = models.BooleanField(default=False)
     version_changed = models.BooleanField(default=False)

@@ -1,4 +1,5 @@
-"""Inventory changes reach live rollouts (B3, E6), set-based, from what `load_inventory` recorded.
+"""Inventory changes reach live rollouts (B3, E6), set-based, from what `load_inventory` recorded
+(InventoryChange rows for hubs already in the SMI, and a temporary table of brand-new hubs).
 
 - a hub that joins the SMI (or returns, or moves onto a replaced version of the model) after
   publication joins the safe launch group of the live rollout for its model and version;
@@ -23,8 +24,11 @@ LIVE = "('ACTIVE', 'PAUSED', 'SUSPENDED')"
 OLD = 'o.import_supplier_id, o.gas_supplier_id, o.region, o."group", o.status'
 
 
-def reconcile_live_rollouts(upload_id: int) -> dict[str, Any]:
+def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict[str, Any]:
+    """React to what the inventory upload changed: its InventoryChange rows, and the brand-new hubs in
+    the temporary table `new_hubs` (hub_id), which the load fills with those a live rollout may take."""
     params = {"upload": upload_id, "now": timezone.now()}
+    brand_new = f"UNION ALL SELECT hub_id FROM {new_hubs}" if new_hubs else ""
     with connection.cursor() as cursor:
         create_delta_table(cursor)
         cursor.execute("ANALYZE rollouts_inventorychange")  # this load's rows: plan the joins below on them
@@ -56,12 +60,13 @@ def reconcile_live_rollouts(upload_id: int) -> dict[str, Any]:
             CREATE TEMP TABLE membership_candidates ON COMMIT DROP AS
             SELECT DISTINCT ON (h.id) h.id AS hub_id, r.id AS rollout_id, r.auto_deploy_at, h.import_supplier_id,
                    h.gas_supplier_id, h.region
-            FROM rollouts_inventorychange c
+            FROM (SELECT c.hub_id FROM rollouts_inventorychange c
+                  WHERE c.upload_id = %(upload)s AND (c.is_new OR c.returned OR c.model_changed OR c.version_changed)
+                  {brand_new}) c
             JOIN rollouts_hub h ON h.id = c.hub_id AND h.status = 'in_smi'
             JOIN rollouts_rollout r ON r.device_model_id = h.device_model_id AND r.status IN {LIVE}
             JOIN rollouts_rollout_replaced_versions rv ON rv.rollout_id = r.id
                                                     AND rv.firmwareversion_id = h.firmware_version_id
-            WHERE c.upload_id = %(upload)s AND (c.is_new OR c.returned OR c.model_changed OR c.version_changed)
             ORDER BY h.id, r.published_at DESC""",
             params,
         )

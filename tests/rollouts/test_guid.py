@@ -6,10 +6,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection, models
 from django.test.utils import isolate_apps
-from hypothesis import assume, given
+from hypothesis import HealthCheck, assume, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from rollouts.guid import GuidField, GuidFormatError, GuidFormField, display_guid, parse_guid
+from rollouts.guid import GuidField, GuidFormatError, GuidFormField, display_guid, guid_sql, parse_guid
 
 HEX = "0123456789abcdefABCDEF"
 SEPARATORS = ["-", ":", " "]
@@ -226,3 +227,88 @@ def test_bulk_created_guids_read_back_whole() -> None:
         finally:
             with connection.schema_editor() as editor:
                 editor.delete_model(GuidProbe)
+
+
+# -- the same rule in SQL (guid_sql), for the plain CSV files PostgreSQL parses itself ------------------
+
+RAISES = object()
+
+
+def sql_guid(text: str) -> object:
+    """guid_sql evaluated by PostgreSQL; RAISES when it raises (the pipeline then uses the Python reader)."""
+    from django.db import DataError, transaction
+
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"SELECT {guid_sql('(%(v)s::text)')}", {"v": text})
+            return cursor.fetchone()[0]
+    except DataError:
+        return RAISES
+
+
+def python_guid(text: str) -> str | None:
+    try:
+        return parse_guid(text)
+    except GuidFormatError:
+        return None
+
+
+@st.composite
+def near_misses(draw: st.DrawFn) -> str:
+    """An accepted spelling with one character replaced, inserted or removed."""
+    text, _ = draw(accepted_spellings())
+    position = draw(st.integers(0, len(text)))
+    other = draw(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"))
+    how = draw(st.sampled_from(["replace", "insert", "remove"]))
+    if how == "insert":
+        return text[:position] + other + text[position:]
+    if how == "remove":
+        return text[:position] + text[position + 1 :]
+    return text[:position] + other + text[position + 1 :]
+
+
+@pytest.mark.django_db
+@hypothesis_settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=300)
+@given(
+    st.one_of(
+        accepted_spellings().map(lambda case: case[0]),
+        near_misses(),
+        st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30),
+    )
+)
+def test_sql_normalises_exactly_as_parse_guid(text: str) -> None:
+    got = sql_guid(text)
+    if got is RAISES:  # only the cheap paths (00-DB-12-..., 16 bytes) may raise, on digits that are not hex
+        shaped = re.fullmatch(r"..-..-..-..-..-..-..-..", text, re.DOTALL) or len(text.encode()) == 16
+        assert shaped and python_guid(text) is None
+    else:
+        assert got == python_guid(text)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "text",
+    [
+        "00-DB-12-34-56-78-9A-BC",
+        "00-db-12-34-56-78-9a-bc",
+        " 00:db:12:34:56:78:9a:bc\t",
+        "00 DB 12 34 56 78 9A BC",
+        "00DB123456789ABC\x0b",
+        "00db123456789abc",
+        "00DB123456789AB ",
+        "00DB123456789ABZ",
+        "00DB12345678 9AB",
+        "\x0c00db123456789abc",
+        "00-DB-12:34-56-78-9A-BC",
+        "  -DB-12-34-56-78-9A-BC",
+        "0 -DB-12-34-56-78-9A-BC",
+        "00-DB-12-34-56-78-9A-B ",
+        "00-DB-12-34-56-78-9A-ZZ",
+        "00-DB-12-34-56-78-9A-٠٠",
+        "",
+        " ",
+    ],
+)
+def test_sql_normalises_the_tricky_spellings_as_parse_guid(text: str) -> None:
+    got = sql_guid(text)
+    assert got == python_guid(text) or (got is RAISES and python_guid(text) is None)

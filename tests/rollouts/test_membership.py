@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from rollouts.models import AuditEvent, RolloutCounter, RolloutHub
+from rollouts.models import AuditEvent, DeviceModel, FirmwareVersion, Hub, RolloutCounter, RolloutHub
 from rollouts.services import counters
 from rollouts.services.inventory import load_inventory
 
-from .conftest import inventory
+from .conftest import inventory, new_draft
 from .test_lifecycle import publish
 
 
@@ -97,4 +97,30 @@ def test_a_hub_that_returns_rejoins_as_pending(live, import_supplier, gas_suppli
     assert row(live, "00DB000000000004").status == "left"
     load_inventory(user=None, content=inventory(*rows, name="b.csv"))  # 04 is back
     assert row(live, "00DB000000000004").status == "pending"
+    assert counters.counter_mismatches([live.pk]) == []
+
+
+@pytest.mark.req("B3")
+def test_the_first_load_into_an_empty_smi_joins_a_live_rollout(dcc, dcc_2, import_supplier):
+    model = DeviceModel.objects.create(
+        cpl_code="010A030B", manufacturer="T", model="CH1", hardware_version="1"
+    )
+    v1 = FirmwareVersion.objects.create(device_model=model, version="0002012F")
+    v2 = FirmwareVersion.objects.create(device_model=model, version="00020130")
+    live = publish(new_draft(dcc, v2, [v1]), dcc, dcc_2)  # published before any hub was in the SMI
+    slug = import_supplier.organisation.slug
+    upload = load_inventory(
+        user=None,
+        content=inventory(
+            f"00DB000000000007,010A030B,0002012F,north,{slug},,",  # on the replaced version: joins
+            f"00DB000000000008,010A030B,00020130,north,{slug},,",  # already on the target: does not
+        ),
+    )
+    assert upload.summary["new"] == 2 and Hub.objects.count() == 2
+    assert (row(live, "00DB000000000007").group, row(live, "00DB000000000007").status) == (
+        "safe_launch",
+        "pending",
+    )
+    assert row(live, "00DB000000000008") is None
+    assert upload.summary["joined_rollouts"] == 1
     assert counters.counter_mismatches([live.pk]) == []
