@@ -183,9 +183,17 @@ def main() -> None:
     _say(
         f"Status feed bench: {options.records:,} records, {options.repeat} run(s), regions {', '.join(REGIONS)}"
     )
-    times = run(
-        options.records, options.repeat, options.sql, options.explain, options.profile, options.distinct_times
-    )
+    from rollouts.intake.pipeline import applied_here
+
+    with applied_here():  # the service in this process, as measured before the background path
+        times = run(
+            options.records,
+            options.repeat,
+            options.sql,
+            options.explain,
+            options.profile,
+            options.distinct_times,
+        )
     labels = {
         "a": f"feed of {options.records:,} records (97% activated, 3% failed)",
         "b": "the same feed again (nothing moves)",

@@ -259,7 +259,10 @@ def main() -> None:
         raise SystemExit("Set DATABASE_URL (a migrated database), e.g. through `make bench`.")
     _django()
     started = time.time()
-    figures = run(args.hubs_per_region, args.batch, args.repeat)
+    from rollouts.intake.pipeline import applied_here
+
+    with applied_here():  # the service in this process, as measured before the background path
+        figures = run(args.hubs_per_region, args.batch, args.repeat)
     _say(f"\nSchedules (SL2, T5), median of {args.repeat} (min-max):")
     for name, values in figures.items():
         unit = "" if "(us)" in name else " s"

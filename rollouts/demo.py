@@ -13,6 +13,7 @@ import random
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
+from .intake.pipeline import applied_here
 from .models import (
     DeviceModel,
     FirmwareVersion,
@@ -99,6 +100,12 @@ def inventory_csv(hubs: int, suppliers: list[str], seed: int = 2026) -> bytes:
 
 
 def seed_estate(hubs: int, dcc_users: list[User]) -> list[str]:
+    """The demo estate, every upload applied at once (each step builds on the one before)."""
+    with applied_here():
+        return _seed_estate(hubs, dcc_users)
+
+
+def _seed_estate(hubs: int, dcc_users: list[User]) -> list[str]:
     """Load the inventory and put rollouts through real moves. Idempotent; returns what it did."""
     done = []
     versions = ensure_device_models()
@@ -315,5 +322,8 @@ def simulate_network(
                         "firmware_version": rollout.target_version.version,
                     }
                 )
-        uploads[region] = submit_status_feed(user=_csp_user(region), rollout_id=rollout.pk, records=records)
+        with applied_here():  # the simulator reports what it applied, whatever the feed's size
+            uploads[region] = submit_status_feed(
+                user=_csp_user(region), rollout_id=rollout.pk, records=records
+            )
     return uploads

@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -487,6 +489,21 @@ def resolve_handler(handler_path: str, handler_kwargs: dict[str, Any]) -> Handle
     return import_string(handler_path)(**handler_kwargs)
 
 
+_here = threading.local()
+
+
+@contextmanager
+def applied_here() -> Iterator[None]:
+    """Uploads submitted inside this block are applied in this process whatever their size: for the
+    System's own jobs that go on with the result at once (seed_demo, simulate_network, benchmarks)."""
+    before = getattr(_here, "on", False)
+    _here.on = True
+    try:
+        yield
+    finally:
+        _here.on = before
+
+
 def submit_upload(
     upload: Upload, handler_path: str, handler_kwargs: dict[str, Any] | None = None, *, dedupe: bool = True
 ) -> Upload:
@@ -496,7 +513,7 @@ def submit_upload(
     `dedupe` as for `apply_upload`.
     """
     kwargs = handler_kwargs or {}
-    if upload.size <= background_bytes():
+    if upload.size <= background_bytes() or getattr(_here, "on", False):
         return process_upload(upload.pk, resolve_handler(handler_path, kwargs), dedupe=dedupe)
     from ..tasks import process_upload_task  # tasks import services; avoid the cycle at import time
 

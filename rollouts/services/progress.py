@@ -43,9 +43,9 @@ from ..intake.pipeline import (
     ROWS,
     Layout,
     Staging,
-    apply_upload,
     check_guids_visible,
     receive_upload,
+    submit_upload,
 )
 from ..models import (
     Batch,
@@ -63,7 +63,6 @@ from ..models import (
     Status,
     Upload,
     UploadKind,
-    UploadState,
     User,
 )
 from ..transitions import apply_move
@@ -123,6 +122,28 @@ class StatusFeedHandler:
     failed_by_supplier: dict[int, int] = field(default_factory=dict)
     touched_batches: list[int] = field(default_factory=list)
     pilot_touched: bool = False
+    pilot_before: dict[str, int] = field(default_factory=dict)
+
+    def begin(self) -> None:
+        """In the applying transaction (a worker's, for a big feed): the rollout locked and read again."""
+        self.rollout = (
+            Rollout.objects.select_for_update().select_related("target_version").get(pk=self.rollout.pk)
+        )
+        self.now = timezone.now()
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL random_page_cost = 1.1")  # TOOLCHAIN "National scale": 50k-list actions
+            # The feed's sorts and hashes (the timeline's anti-join, the moved rows read by four CTEs) fit in
+            # memory instead of spilling to temp files at the 4 MB default; one transaction, a few nodes.
+            cursor.execute("SET LOCAL work_mem = '64MB'")
+        self.pilot_before = _pilot_counts(self.rollout.pk)
+
+    def finish(self, upload: Upload) -> None:
+        """The feed's notices (U3, PL9) and the failure threshold (B1), in the same transaction."""
+        rollout = self.rollout
+        _notify_outcomes(rollout, self)
+        if self.pilot_touched or self.summary.get("distributed"):
+            _notify_pilot_milestones(rollout, self.pilot_before, _pilot_counts(rollout.pk))
+        check_failure_thresholds(rollout, self.touched_batches, pilot=self.pilot_touched)
 
     @property
     def _params(self) -> dict[str, Any]:
@@ -472,7 +493,8 @@ def submit_status_feed(
     records: list[dict[str, Any]] | None = None,
 ) -> Upload:
     """PL9, SL4, U3, B1: a CSP's device status records for the hubs of its region in live batches, from a
-    file or from API records (staged the same way). All or nothing (X3); returns the upload.
+    file or from API records (staged the same way). All or nothing (X3); returns the upload (a feed over
+    INTAKE_BACKGROUND_BYTES comes back `received` and a worker applies it after this commits).
 
     Moves statuses forward set-based (an older record never overwrites a newer status; a repeated
     feed changes nothing), keeps the timeline, records activated versions in the SMI, sends one
@@ -485,13 +507,6 @@ def submit_status_feed(
     if records is not None:
         content = records_file(records)
         name = name or "status-feed (API)"
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL random_page_cost = 1.1")  # TOOLCHAIN "National scale": 50k-list actions
-        # The feed's sorts and hashes (the timeline's anti-join, the moved rows read by four CTEs) fit in
-        # memory instead of spilling to temp files at the 4 MB default; one transaction, a few nodes.
-        cursor.execute("SET LOCAL work_mem = '64MB'")
-    pilot_before = _pilot_counts(rollout.pk)
-    handler = StatusFeedHandler(rollout=rollout, csp=csp, now=timezone.now())
     upload = receive_upload(
         user=user,
         organisation=csp,
@@ -500,14 +515,18 @@ def submit_status_feed(
         name=name,
         rollout_id=rollout.pk,
     )
-    upload = apply_upload(upload, handler, dedupe=False)  # idempotent by `at`: a re-sent feed changes nothing
-    if upload.state != UploadState.APPLIED:
-        return upload
-    _notify_outcomes(rollout, handler)
-    if handler.pilot_touched or handler.summary.get("distributed"):
-        _notify_pilot_milestones(rollout, pilot_before, _pilot_counts(rollout.pk))
-    check_failure_thresholds(rollout, handler.touched_batches, pilot=handler.pilot_touched)
-    return upload
+    kwargs = {"rollout_id": rollout.pk, "csp_id": csp.pk}
+    # dedupe off: idempotent by `at`, a re-sent feed changes nothing.
+    return submit_upload(upload, "rollouts.services.progress.status_feed_handler", kwargs, dedupe=False)
+
+
+def status_feed_handler(rollout_id: int, csp_id: int) -> StatusFeedHandler:
+    """The handler as a worker rebuilds it from the task's ids (pipeline.submit_upload)."""
+    return StatusFeedHandler(
+        rollout=Rollout.objects.get(pk=rollout_id),
+        csp=Organisation.objects.get(pk=csp_id),
+        now=timezone.now(),
+    )
 
 
 def _notify_outcomes(rollout: Rollout, handler: StatusFeedHandler) -> None:

@@ -16,7 +16,7 @@ from celery import Celery
 from django.db import connection
 
 from rollouts.intake import pipeline
-from rollouts.intake.pipeline import process_upload_in_worker
+from rollouts.intake.pipeline import applied_here, process_upload_in_worker
 from rollouts.models import (
     Batch,
     Notice,
@@ -183,6 +183,16 @@ def test_a_big_safe_launch_schedule_is_refused_by_the_worker_when_the_rollout_no
     assert upload.state == UploadState.REJECTED
     assert list(upload.errors.values_list("code", flat=True)) == [code]
     assert not Batch.objects.filter(rollout=live).exists()
+
+
+@pytest.mark.req("PL1")
+def test_system_jobs_apply_big_files_at_once(live, csp_north, settings):  # noqa: F811
+    settings.INTAKE_BACKGROUND_BYTES = 10
+    with applied_here():  # seed_demo, simulate_network and the benchmarks go on with the result
+        upload = upload_default_pilot_list(user=csp_north, rollout_id=live.pk, content=csv_file(SPLIT))
+    assert upload.state == UploadState.APPLIED and listed(live) == {SPLIT}
+    upload = upload_default_pilot_list(user=csp_north, rollout_id=live.pk, content=csv_file(BOTH_ROLES))
+    assert upload.state == UploadState.RECEIVED  # outside the block, the worker's path again
 
 
 # -- a real worker --------------------------------------------------------------------------------------

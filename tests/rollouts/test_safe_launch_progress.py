@@ -85,3 +85,21 @@ def test_only_dcc_posts_the_safe_launch_outcome(launching, csp_north, import_sup
     for user in (csp_north, import_supplier):
         with pytest.raises(PermissionDenied):
             post_safe_launch_outcome(user=user, rollout_id=launching.pk, success=False, commentary="No")
+
+
+@pytest.mark.req("SL4")
+@pytest.mark.req("U3")
+def test_a_big_feed_is_applied_by_the_worker_with_its_notices(
+    launching, csp_north, import_supplier, settings, django_capture_on_commit_callbacks
+):
+    settings.INTAKE_BACKGROUND_BYTES = 10
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        upload = feed(csp_north, launching, (SPLIT, "activated", ago(2)))
+    assert upload.state == UploadState.RECEIVED and status_of(launching, SPLIT)[0] == "pending"
+    (send_task,) = callbacks
+    send_task()  # the commit sends the task; tests run it eagerly
+    upload.refresh_from_db()
+    assert upload.state == UploadState.APPLIED and status_of(launching, SPLIT) == ("activated", "")
+    (notice,) = Notice.objects.filter(organisation=import_supplier.organisation, kind="progress.outcomes")
+    assert "1 of your hubs activated" in notice.body
+    assert counter_mismatches([launching.pk]) == []
