@@ -129,6 +129,9 @@ def _uk(moment: dt.datetime) -> str:
 # -- The schedule handler ---------------------------------------------------------------------------
 
 
+BIG_CHANGE = 10_000  # rows moved by one file beyond which its statistics are refreshed
+
+
 def _fail(staging: Staging, select_sql: str, params: dict[str, Any]) -> None:
     """Staging.fail with named parameters (it takes a sequence)."""
     staging.cursor.execute(f"INSERT INTO {FAILURES} (row_no, col, value, code, message) {select_sql}", params)
@@ -396,6 +399,10 @@ class ScheduleHandler:
                WHERE rh.id = s.rh_id AND rh.batch_id IS DISTINCT FROM b.id""",
         )
         moved = cursor.rowcount
+        if moved + unbatched >= BIG_CHANGE:
+            # Fresh statistics on batch_id (autovacuum may not have run yet): with those taken at publication
+            # (every batch_id NULL) the next file's anti-join is planned as a nested loop (40 s+ at 50,000).
+            cursor.execute("ANALYZE rollouts_rollouthub")
         removed = 0
         if self.replace_region:  # A03: the previous default schedule is replaced as a whole
             cursor.execute(
