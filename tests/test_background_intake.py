@@ -20,7 +20,7 @@ from rollouts.intake.pipeline import (
     set_progress,
     submit_upload,
 )
-from rollouts.models import AuditEvent, Organisation, Upload, UploadKind, UploadState
+from rollouts.models import AuditEvent, Notice, Organisation, Upload, UploadKind, UploadState
 from tests.rollouts.test_inventory_load import csv as inventory_csv
 from tests.rollouts.test_inventory_load import smi  # noqa: F401 - fixture
 
@@ -113,7 +113,10 @@ def test_an_upload_that_crashed_its_worker_too_often_is_rejected_with_a_clear_re
     assert error.code == "processing_failed" and "failed 3 times" in error.message
     assert "send it again" in error.message
     assert AuditEvent.objects.filter(action="upload.rejected", object_id=str(upload.pk)).count() == 1
+    (notice,) = Notice.objects.filter(organisation=volt, kind="upload.rejected")  # the sender may have left
+    assert "rejected with 1 error(s) and changed nothing" in notice.body
     assert process_upload_in_worker(upload.pk, HANDLER, {"org_id": volt.pk}).errors.count() == 1  # stays
+    assert Notice.objects.filter(organisation=volt, kind="upload.rejected").count() == 1  # told once
 
 
 # -- the progress partial -----------------------------------------------------------------------------

@@ -537,7 +537,7 @@ def process_upload_in_worker(
             return upload
         attempts = int(upload.summary.get("attempts", 0))
         if attempts >= max_attempts():
-            return _reject(
+            upload = _reject(
                 upload,
                 [
                     Failure(
@@ -550,6 +550,8 @@ def process_upload_in_worker(
                     )
                 ],
             )
+            _notify_result(upload)
+            return upload
         upload.summary = {**upload.summary, "attempts": attempts + 1}
         upload.save(update_fields=["summary"])
     upload = process_upload(upload_id, resolve_handler(handler_path, handler_kwargs), dedupe=dedupe)
