@@ -33,7 +33,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from bench.schedules import _estate, _parties, _say
+from bench.schedules import _estate, _north_guids, _parties, _publish, _say
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench-results" / "background.json"
@@ -49,36 +49,6 @@ def _django(broker: str) -> None:
     from chfw_portal.celery import app
 
     app.conf.task_always_eager, app.conf.broker_url = False, broker  # send to Redis, run nothing here
-
-
-def _publish(parties: dict[str, Any], v1: Any, v2: Any, pilot_max: int) -> Any:
-    from rollouts.models import Rollout
-    from rollouts.services.lifecycle import approve_proposal, create_rollout, propose
-
-    draft = create_rollout(
-        user=parties["dcc"],
-        title="Bench background",
-        target_version=v2,
-        replaced_versions=[v1],
-        release_note_url="https://example.test/bench",
-        severity="low",
-        priority="low",
-        release_type="sec_release",
-        impact="functional",  # with a pilot, so the Default Pilot List applies
-    )
-    Rollout.objects.filter(pk=draft.pk).update(pilot_max=pilot_max)  # DCC's N1 field, above the list
-    proposal = propose(user=parties["dcc"], rollout_id=draft.pk, move="publish")
-    return approve_proposal(user=parties["dcc_2"], proposal_id=proposal.pk)
-
-
-def _north_guids(rollout: Any, count: int) -> list[str]:
-    from rollouts.models import RolloutHub
-
-    return list(
-        RolloutHub.objects.filter(rollout=rollout, region="north")
-        .order_by("hub__guid")
-        .values_list("hub__guid", flat=True)[:count]
-    )
 
 
 def _file(guids: list[str], name: str) -> Any:
@@ -173,7 +143,8 @@ def run(rows: int, ie_rows: int, broker: str) -> dict[str, Any]:
     parties = _parties()
     _model, v1, v2 = _estate(max(rows, 60_000), parties["supplier"].pk)
     figures: dict[str, Any] = {"rows": rows}
-    rollout = _publish(parties, v1, v2, pilot_max=rows + 1000)
+    # With a pilot (functional), so the Default Pilot List applies; its cap above the list.
+    rollout = _publish(parties, v1, v2, title="Bench background", impact="functional", pilot_max=rows + 1000)
     from django.db import connection
 
     with connection.cursor() as cursor:

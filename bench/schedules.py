@@ -135,20 +135,31 @@ def _estate(per_region: int, supplier_id: int) -> tuple[Any, Any, Any]:
     return model, v1, v2
 
 
-def _publish(parties: dict[str, Any], v1: Any, v2: Any) -> Any:
+def _publish(
+    parties: dict[str, Any],
+    v1: Any,
+    v2: Any,
+    *,
+    title: str = "Bench schedules",
+    impact: str = "operational",  # no pilot: every hub is in the safe launch group
+    pilot_max: int | None = None,
+) -> Any:
+    from rollouts.models import Rollout
     from rollouts.services.lifecycle import approve_proposal, create_rollout, propose
 
     draft = create_rollout(
         user=parties["dcc"],
-        title="Bench schedules",
+        title=title,
         target_version=v2,
         replaced_versions=[v1],
         release_note_url="https://example.test/bench",
         severity="low",
         priority="low",
         release_type="sec_release",
-        impact="operational",  # no pilot: every hub is in the safe launch group
+        impact=impact,
     )
+    if pilot_max is not None:
+        Rollout.objects.filter(pk=draft.pk).update(pilot_max=pilot_max)  # DCC's N1 field
     proposal = propose(user=parties["dcc"], rollout_id=draft.pk, move="publish")
     return approve_proposal(user=parties["dcc_2"], proposal_id=proposal.pk)
 

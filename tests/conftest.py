@@ -108,6 +108,14 @@ def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+def database_url_for_children() -> str:
+    """The URL of the test database, for a subprocess (worker, measured child) that must see its rows."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    return f"postgresql://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
 @contextmanager
 def celery_worker(tmp_path, *, broker: str, pool: str = "solo", env: dict | None = None):
     """A real Celery worker in another process on `broker` (ARCHITECTURE: slow work runs in Celery)."""

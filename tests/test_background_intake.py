@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from celery import Celery
 from django.core.files.base import ContentFile
-from django.db import connection
 from django.urls import reverse
 
 from rollouts.intake.pipeline import (
@@ -24,7 +23,7 @@ from rollouts.models import AuditEvent, Notice, Organisation, Upload, UploadKind
 from tests.rollouts.test_inventory_load import csv as inventory_csv
 from tests.rollouts.test_inventory_load import smi  # noqa: F401 - fixture
 
-from .conftest import celery_worker, sign_in
+from .conftest import celery_worker, database_url_for_children, sign_in
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
@@ -152,15 +151,10 @@ def test_the_partial_swaps_to_the_result_and_stops_polling(client, volt, import_
 # -- a real worker on Redis ---------------------------------------------------------------------------
 
 
-def _test_database_url() -> str:
-    s = connection.settings_dict
-    return f"postgresql://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
 @pytest.fixture
 def worker(tmp_path):
     """A prefork worker with one child: a child that dies is replaced, and its task redelivered."""
-    env = {"DATABASE_URL": _test_database_url()}
+    env = {"DATABASE_URL": database_url_for_children()}
     Celery(broker=BROKER).control.purge()  # tasks left by an earlier, interrupted run
     with celery_worker(tmp_path, broker=BROKER, pool="prefork", env=env) as proc:
         yield proc

@@ -21,6 +21,7 @@ from django.db import connection
 
 from rollouts.models import DeviceModel, FirmwareVersion, OrgKind
 
+from .conftest import database_url_for_children
 from .factories import OrganisationFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,12 +73,11 @@ def _estate(prefix: str, count: int) -> str:
 
 
 def _measure(email: str, fmt: str) -> dict:
-    db = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "chfw_portal.settings",
         "PORTAL_TESTING": "true",
-        "DATABASE_URL": f"postgresql://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": database_url_for_children(),
     }
     result = subprocess.run(
         [sys.executable, "-c", MEASURE, email, fmt],

@@ -858,13 +858,22 @@ def _dcc_amendment_rows(rollout: Rollout, guids: list[str]) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _add_dcc_hubs(user: User, rollout_id: int, hub_guids: Iterable[str], reason: PilotReason) -> GroupChange:
+def _dcc_pilot_change(
+    user: User, rollout_id: int, hub_guids: Iterable[str]
+) -> tuple[Organisation, Rollout, list[str], list[Failure]]:
+    """PL8: DCC's organisation, the rollout locked and open for pilot changes, the parsed GUIDs and
+    their format failures (at least one GUID given)."""
     dcc = _organisation(user, OrgKind.DCC)
     rollout = _lock_rollout(rollout_id, dcc)
     _require_pilot_open(rollout, "pilot group")
     guids, failures = _parse_guids(hub_guids)
     if not guids and not failures:
         raise ValidationError("Give at least one hub GUID.", code="required")
+    return dcc, rollout, guids, failures
+
+
+def _add_dcc_hubs(user: User, rollout_id: int, hub_guids: Iterable[str], reason: PilotReason) -> GroupChange:
+    dcc, rollout, guids, failures = _dcc_pilot_change(user, rollout_id, hub_guids)
     proving = reason == PilotReason.PRODUCTION_PROVING
     flag = "production proving" if proving else "a friendly customer"
     for n, (guid, hub_id, friendly, production_proving, eligible, vetoed) in enumerate(
@@ -988,12 +997,7 @@ def remove_dcc_hubs(*, user: User, rollout_id: int, hub_guids: list[str]) -> Gro
     """PL8: DCC takes back friendly or production-proving hubs it added to the pilot, until the pilot
     starts. A hub stays in the group if it is there for another reason (a Default Pilot List, Suppliers'
     additions). All or nothing: RowsRejected lists every GUID DCC has not added."""
-    dcc = _organisation(user, OrgKind.DCC)
-    rollout = _lock_rollout(rollout_id, dcc)
-    _require_pilot_open(rollout, "pilot group")
-    guids, failures = _parse_guids(hub_guids)
-    if not guids and not failures:
-        raise ValidationError("Give at least one hub GUID.", code="required")
+    dcc, rollout, guids, failures = _dcc_pilot_change(user, rollout_id, hub_guids)
     with connection.cursor() as cursor:
         cursor.execute(
             """SELECT g.guid, a.id IS NOT NULL

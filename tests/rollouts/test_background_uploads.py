@@ -13,7 +13,6 @@ import time
 
 import pytest
 from celery import Celery
-from django.db import connection
 
 from rollouts.intake import pipeline
 from rollouts.intake.pipeline import applied_here, process_upload_in_worker
@@ -33,7 +32,7 @@ from rollouts.services.piloting import (
     upload_vulnerable_flags,
 )
 from rollouts.services.schedules import upload_safe_launch_schedule
-from tests.conftest import celery_worker
+from tests.conftest import celery_worker, database_url_for_children
 
 from .test_piloting import BOTH_ROLES, SINGLE, SPLIT, csv_file, live  # noqa: F401 - fixture
 from .test_schedules import AUTO, W1
@@ -227,10 +226,7 @@ def test_a_big_default_list_is_applied_by_a_worker_in_another_process(
     settings.INTAKE_BACKGROUND_BYTES = 10
     here = []
     monkeypatch.setattr(pipeline, "process_upload", lambda *args: here.append(args))  # never in this process
-    s = connection.settings_dict
-    env = {
-        "DATABASE_URL": f"postgresql://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-    }
+    env = {"DATABASE_URL": database_url_for_children()}
     with celery_worker(tmp_path, broker=BROKER, env=env) as worker:
         upload = upload_default_pilot_list(user=csp_south, rollout_id=live.pk, content=csv_file(SINGLE))
         assert upload.state == UploadState.RECEIVED  # this process only sent the task

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from django.core.files import File
-from django.db import connection
 
 from rollouts.intake.pipeline import ROWS, Layout, check_guids_visible, process_upload, receive_upload
 from rollouts.models import DeviceModel, FirmwareVersion, Hub, Organisation, OrgKind, UploadKind, UploadState
+from tests.conftest import database_url_for_children
 
 from .test_hostile_files import corpus
 
@@ -141,13 +141,12 @@ def test_peak_memory_of_the_pipeline_stays_bounded(files, tmp_path, settings):
         fh.write("guid,action\n")
         for n in range(1_000_000):
             fh.write(f"00DB{n:012X},add\n")
-    db = connection.settings_dict
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "chfw_portal.settings",
         "PORTAL_TESTING": "true",
         "MEDIA_ROOT": str(tmp_path / "media"),
-        "DATABASE_URL": f"postgresql://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": database_url_for_children(),
     }
     result = subprocess.run(
         [sys.executable, "-c", MEASURE, str(big), str(files["zip_bomb.xlsx"]), str(files["xml_bomb.xlsx"])],
