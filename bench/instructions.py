@@ -168,6 +168,7 @@ def main(argv: list[str]) -> int:
     from django.core.files.base import ContentFile
     from django.db import connection
 
+    from rollouts.intake.pipeline import applied_here
     from rollouts.models import RolloutHub
     from rollouts.services.instructions import instruct_early_deployment, withdraw_instruction
 
@@ -201,12 +202,13 @@ def main(argv: list[str]) -> int:
 
             connection._commit = timed_commit
             try:
-                with connection.execute_wrapper(wrapper):
+                with connection.execute_wrapper(wrapper), applied_here():
                     result = fn()
             finally:
                 del connection._commit
         else:
-            result = fn()
+            with applied_here():  # the service itself, not the queue: big files would go to a worker
+                result = fn()
         seconds = perf_counter() - t
         hubs = getattr(result, "hub_count", None) or (
             result.get("withdrawn") if isinstance(result, dict) else 0

@@ -31,7 +31,7 @@ from django.utils import timezone
 from .. import audit
 from ..guid import GuidFormatError, parse_guid
 from ..intake import pipeline
-from ..intake.errors import CODES, Failure, RowsRejected, failure
+from ..intake.errors import CODES, Failure, RowsRejected, failure, reject_file
 from ..intake.pipeline import FAILURES, ROWS, Layout, Staging, receive_upload
 from ..models import (
     HubInstruction,
@@ -199,6 +199,21 @@ class InstructionHandler:
     result: dict[str, Any] = field(default_factory=dict)
     instruction: Instruction | None = None
 
+    def begin(self) -> None:
+        """In the applying transaction: a worker applies a big file after the request that received it, so
+        the rollout is locked again and the file refused if it stopped taking instructions meanwhile. The
+        deadline (T2) is judged at receipt, `now`: a file received in time counts however long it queued."""
+        with connection.cursor() as cursor:
+            _bulk_settings(cursor)
+        self.rollout = _lock_rollout(self.rollout.pk)
+        try:
+            _check_open(self.rollout, self.now, INSTRUCTABLE)
+        except RowsRejected as rejected:  # deadline_passed, rollout_on_hold
+            (first,) = rejected.failures
+            raise reject_file(first.code, message=first.message) from rejected
+        except ValidationError as error:  # rollout_not_live: stopped, closed or superseded since
+            raise reject_file("deadline_passed", message=error.messages[0]) from error
+
     def check(self, staging: Staging, upload: Upload) -> None:
         org, rollout = self.supplier.pk, self.rollout.pk
         # One pass over the hubs (d): each GUID resolved once to its hub, whether the Supplier may see it (P3)
@@ -307,6 +322,34 @@ class InstructionHandler:
             upload=upload,
         )
         return {**self.result, "instruction": self.instruction.pk, "dropped_invalid_rows": self.dropped}
+
+    def finish(self, upload: Upload) -> None:
+        """E5: the receipt notice, in the applying transaction (at once, or in the worker)."""
+        _receipt(
+            self.rollout, self.supplier, self.instruction, {**self.result, "dropped_invalid_rows": self.dropped}
+        )
+
+
+def instruction_handler(
+    *,
+    rollout_id: int,
+    supplier_id: int,
+    user_id: int,
+    kind: str,
+    received_at: str,
+    default_deploy_at: str | None,
+    only_valid: bool,
+) -> InstructionHandler:
+    """The handler as a worker rebuilds it from the task's ids and ISO times (pipeline.submit_upload)."""
+    return InstructionHandler(
+        rollout=Rollout.objects.get(pk=rollout_id),
+        supplier=Organisation.objects.get(pk=supplier_id),
+        user=User.objects.get(pk=user_id),
+        kind=kind,
+        now=dt.datetime.fromisoformat(received_at),
+        default_deploy_at=dt.datetime.fromisoformat(default_deploy_at) if default_deploy_at else None,
+        only_valid=only_valid,
+    )
 
 
 def _record_instruction(
@@ -489,13 +532,15 @@ def instruct_early_deployment(
     all_eligible: bool = False,
     default_deploy_at: dt.datetime | None = None,
     only_valid: bool = False,
-) -> Instruction:
+) -> Instruction | Upload:
     """E1-E5: record a Supplier's instruction to activate hubs earlier than the automatic time.
 
     Exactly one of `content` (a file in the Deployment instruction layout), `guids` (a selection) or
     `all_eligible`. A file or list with any failure is refused whole with every failure (RowsRejected,
     X3); `only_valid=True` is the explicit second step that drops the invalid-GUID rows (E5).
     The rejected upload, its errors and one audit event are committed before RowsRejected is raised.
+    Returns the Instruction, or for a file or selection over INTAKE_BACKGROUND_BYTES the `received`
+    Upload that a worker applies after this commits (its result comes as a notice, with the receipt).
     """
     outcome = _instruct(
         user=user,
@@ -595,22 +640,26 @@ def _instruct(
         name=name,
         rollout_id=rollout.pk,
     )
-    handler = InstructionHandler(
-        rollout=rollout,
-        supplier=supplier,
-        user=user,
-        kind=InstructionKind.SELECTION if guids is not None else InstructionKind.FILE,
-        now=now,
-        default_deploy_at=default_deploy_at,
-        only_valid=only_valid,
+    # Applied here under the lock this request holds, or (a big file, issue 7) by a worker once this commits:
+    # the upload page shows its progress, the worker's handler locks the rollout again (`begin`) and the
+    # receipt notice (E5) follows from `finish` either way.
+    upload = pipeline.submit_upload(
+        upload,
+        "rollouts.services.instructions.instruction_handler",
+        {
+            "rollout_id": rollout.pk,
+            "supplier_id": supplier.pk,
+            "user_id": user.pk,
+            "kind": InstructionKind.SELECTION if guids is not None else InstructionKind.FILE,
+            "received_at": now.isoformat(),
+            "default_deploy_at": default_deploy_at.isoformat() if default_deploy_at else None,
+            "only_valid": only_valid,
+        },
+        dedupe=False,  # an instruction sent again after a withdrawal means something
     )
-    upload = pipeline.apply_upload(upload, handler, dedupe=False)
-    if upload.state != UploadState.APPLIED or handler.instruction is None:
+    if upload.state != UploadState.APPLIED:  # rejected, or queued for a worker
         return upload
-    _receipt(
-        rollout, supplier, handler.instruction, {**handler.result, "dropped_invalid_rows": handler.dropped}
-    )
-    return handler.instruction
+    return Instruction.objects.get(pk=upload.summary["instruction"])
 
 
 # -- withdrawing ------------------------------------------------------------------------------------

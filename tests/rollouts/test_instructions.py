@@ -698,11 +698,91 @@ def test_without_the_rollout_lock_the_race_loses_the_update(live, import_supplie
         )
 
 
+# -- big files: applied by a worker (issue 7) -------------------------------------------------------
+
+APR_10 = dt.datetime(2027, 4, 10, 9, 0, tzinfo=UK)  # after the deadline, before the automatic time
+
+
+def queued_file(user, rollout, *rows, default, captured) -> Upload:
+    """An instruction file over the size setting: received now, applied by the task sent at commit."""
+    with captured(execute=False) as callbacks:
+        upload = by_file(user, rollout, *rows, default=default)
+    assert isinstance(upload, Upload) and upload.state == "received"
+    (send_task,) = callbacks
+    return upload, send_task
+
+
+@pytest.mark.req("E1")
+@pytest.mark.req("E5")
+@pytest.mark.req("X3")
+def test_a_big_instruction_file_waits_for_the_worker_then_plans_and_sends_its_receipt(
+    live, import_supplier, settings, django_capture_on_commit_callbacks
+):
+    settings.INTAKE_BACKGROUND_BYTES = 10  # every file is "big"
+    upload, send_task = queued_file(
+        import_supplier, live, BOTH_ROLES, default=JAN_20, captured=django_capture_on_commit_callbacks
+    )
+    assert planned(live, BOTH_ROLES) == (AUTO, "automatic") and not HubInstruction.objects.exists()
+
+    send_task()  # the commit sends the task; tests run tasks eagerly, through process_upload_in_worker
+
+    upload.refresh_from_db()
+    assert upload.state == "applied"
+    assert planned(live, BOTH_ROLES) == (JAN_20, "instruction")
+    instruction = Instruction.objects.get(upload=upload)
+    assert (instruction.hub_count, instruction.kind, instruction.created_by) == (1, "file", import_supplier)
+    kinds = [n.kind for n in notices(import_supplier)]
+    assert kinds.count("instruction.received") == 1 and kinds.count("upload.applied") == 1
+
+
+@pytest.mark.req("T2")
+def test_a_big_instruction_received_on_the_deadline_counts_when_its_worker_runs_after_it(
+    live, import_supplier, settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    settings.INTAKE_BACKGROUND_BYTES = 10
+    at_now(monkeypatch, DEADLINE)  # T2 is inclusive: received at the deadline itself
+    upload, send_task = queued_file(
+        import_supplier, live, BOTH_ROLES, default=APR_10, captured=django_capture_on_commit_callbacks
+    )
+    at_now(monkeypatch, DEADLINE + dt.timedelta(minutes=1))  # the queue was slow
+    send_task()
+    upload.refresh_from_db()
+    assert upload.state == "applied" and planned(live, BOTH_ROLES) == (APR_10, "instruction")
+
+
+@pytest.mark.req("I1")
+@pytest.mark.req("X3")
+@pytest.mark.parametrize(
+    ("status", "code", "says"),
+    [("SUSPENDED", "rollout_on_hold", "suspended"), ("STOPPED", "deadline_passed", "stopped")],
+)
+def test_a_big_instruction_is_refused_by_the_worker_once_the_rollout_stops_taking_them(
+    live, import_supplier, settings, django_capture_on_commit_callbacks, status, code, says
+):
+    settings.INTAKE_BACKGROUND_BYTES = 10
+    upload, send_task = queued_file(
+        import_supplier, live, BOTH_ROLES, default=JAN_20, captured=django_capture_on_commit_callbacks
+    )
+    Rollout.objects.filter(pk=live.pk).update(status=status)  # DCC acted before the worker ran
+
+    send_task()
+
+    upload.refresh_from_db()
+    assert upload.state == "rejected"
+    (error,) = upload.errors.all()
+    assert error.code == code and says in error.message
+    assert planned(live, BOTH_ROLES) == (AUTO, "automatic")
+    assert not HubInstruction.objects.exists() and not Instruction.objects.exists()
+    kinds = [n.kind for n in notices(import_supplier)]
+    assert kinds.count("upload.rejected") == 1 and "instruction.received" not in kinds
+
+
 # -- E4 scale: one instruction over 50,000 hubs ----------------------------------------------------------
 
 
 @pytest.mark.req("E4")
-def test_one_instruction_covers_50000_hubs(live, estate, other_supplier):
+def test_one_instruction_covers_50000_hubs(live, estate, other_supplier, settings):
+    settings.INTAKE_BACKGROUND_BYTES = 10 * 1024 * 1024  # applied in this process; the worker path is tested apart
     oscar = other_supplier.organisation
     n = 50_000
     guids = [f"00DC{i:012X}" for i in range(n)]
