@@ -326,7 +326,10 @@ class InstructionHandler:
     def finish(self, upload: Upload) -> None:
         """E5: the receipt notice, in the applying transaction (at once, or in the worker)."""
         _receipt(
-            self.rollout, self.supplier, self.instruction, {**self.result, "dropped_invalid_rows": self.dropped}
+            self.rollout,
+            self.supplier,
+            self.instruction,
+            {**self.result, "dropped_invalid_rows": self.dropped},
         )
 
 

@@ -782,7 +782,8 @@ def test_a_big_instruction_is_refused_by_the_worker_once_the_rollout_stops_takin
 
 @pytest.mark.req("E4")
 def test_one_instruction_covers_50000_hubs(live, estate, other_supplier, settings):
-    settings.INTAKE_BACKGROUND_BYTES = 10 * 1024 * 1024  # applied in this process; the worker path is tested apart
+    # applied in this process; the worker path is tested apart
+    settings.INTAKE_BACKGROUND_BYTES = 10 * 1024 * 1024
     oscar = other_supplier.organisation
     n = 50_000
     guids = [f"00DC{i:012X}" for i in range(n)]
