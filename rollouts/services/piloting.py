@@ -79,7 +79,7 @@ EFFECTIVE_OF = """
     ), flags AS (
         SELECT rh.id, rh.hub_id, rh.region, rh.import_supplier_id, rh.gas_supplier_id, rh.batch_id,
                rh."group" AS old_group, rh.pilot_reason AS old_reason, rh.status = 'left' AS gone,
-               rh.in_default_pilot AS on_default,
+               {on_default} AS on_default,
                coalesce(am.vetoed, false) AS vetoed,
                coalesce(am.adders, 0) > 0
                  AND coalesce(am.adders, 0) = (CASE WHEN rh.import_supplier_id IS NOT NULL THEN 1 ELSE 0 END
@@ -103,8 +103,9 @@ EFFECTIVE_OF = """
                 ELSE '' END AS reason
     FROM flags f
 """
-# `{hubs}`: nothing (every hub of the rollout), or a condition on rh.hub_id restricting it to some hubs.
-EFFECTIVE = EFFECTIVE_OF.format(hubs="")
+# `{hubs}`: nothing (every hub of the rollout), or a condition on rh.hub_id restricting it to some hubs;
+# `{on_default}`: rh.in_default_pilot, or the value a change is about to write there.
+EFFECTIVE = EFFECTIVE_OF.format(hubs="", on_default="rh.in_default_pilot")
 
 
 def _dcc_id() -> int:
@@ -146,7 +147,9 @@ class GroupChange:
         return sum(self.joined.values()) + sum(self.left.values())
 
 
-def recompute_pilot_group(rollout_id: int, *, hubs_table: str | None = None) -> GroupChange:
+def recompute_pilot_group(
+    rollout_id: int, *, hubs_table: str | None = None, flip_default: bool = False
+) -> GroupChange:
     """PL6, SL1: set every hub's group ('pilot' or its complement 'safe_launch') and pilot_reason from
     the default lists and amendments, set-based; then rebuild the counters and replan (U1, T5).
 
@@ -156,21 +159,27 @@ def recompute_pilot_group(rollout_id: int, *, hubs_table: str | None = None) -> 
     With `hubs_table` (a temporary table with a hub_id column), only those hubs are recomputed: for a
     change that touched only their lists or amendments, since a hub's group depends on nothing else.
     Their counters then move by the rows that changed, and only those rows are replanned, instead of a
-    recount and replan of the whole rollout.
+    recount and replan of the whole rollout. With `flip_default` as well, each of those hubs also changes
+    its Default Pilot List flag in the same UPDATE, the group following the new flag: one new version
+    of each row instead of two (a CSP's first 50,000-hub list).
     """
+    if flip_default and not hubs_table:
+        raise ValueError("flip_default needs the hubs_table of the hubs whose flag changes")
     hubs = f"AND rh.hub_id IN (SELECT hub_id FROM {hubs_table})" if hubs_table else ""
+    on_default = "NOT rh.in_default_pilot" if flip_default else "rh.in_default_pilot"
     update = f"""
         UPDATE rollouts_rollouthub rh
         SET "group" = CASE WHEN e.reason <> '' THEN 'pilot' ELSE 'safe_launch' END,
             pilot_reason = e.reason,
+            in_default_pilot = e.on_default,
             batch_id = CASE WHEN e.reason = '' AND rh.batch_id IN (
                                 SELECT b.id FROM rollouts_batch b
                                 WHERE b.rollout_id = %(rollout)s AND b."group" = 'pilot')
                             THEN NULL ELSE rh.batch_id END
-        FROM ({EFFECTIVE_OF.format(hubs=hubs)}) e
+        FROM ({EFFECTIVE_OF.format(hubs=hubs, on_default=on_default)}) e
         WHERE rh.id = e.id AND rh.rollout_id = %(rollout)s {hubs}
           AND (rh."group" <> CASE WHEN e.reason <> '' THEN 'pilot' ELSE 'safe_launch' END
-               OR rh.pilot_reason <> e.reason)"""
+               OR rh.pilot_reason <> e.reason OR rh.in_default_pilot <> e.on_default)"""
     with connection.cursor() as cursor:
         if hubs_table is None:
             cursor.execute(
@@ -435,20 +444,16 @@ class DefaultPilotListHandler:
             f"CREATE TEMP TABLE {FLIPPED} (hub_id bigint NOT NULL, listed boolean NOT NULL) ON COMMIT DROP"
         )
         # The region's rows whose flag changes: listed and not yet on the list (found through the looked-up
-        # rows), and on the list but no longer listed (the region's flagged rows not among them).
+        # rows), and on the list but no longer listed (the region's flagged rows not among them). The
+        # recomputation writes the new flags with the groups they give.
         cursor.execute(
             f"""
-            WITH flips AS (
-                    SELECT l.rh_id AS id, true AS listed FROM {LISTED} l
-                    WHERE l.region = %(region)s AND NOT l.in_default_pilot
-                    UNION ALL
-                    SELECT rh.id, false FROM rollouts_rollouthub rh
-                    WHERE rh.rollout_id = %(rollout)s AND rh.region = %(region)s AND rh.in_default_pilot
-                      AND NOT EXISTS (SELECT 1 FROM {LISTED} l WHERE l.rh_id = rh.id)),
-                 upd AS (
-                    UPDATE rollouts_rollouthub rh SET in_default_pilot = f.listed FROM flips f WHERE rh.id = f.id
-                    RETURNING rh.hub_id, f.listed)
-            INSERT INTO {FLIPPED} SELECT hub_id, listed FROM upd""",
+            INSERT INTO {FLIPPED}
+            SELECT l.hub_id, true FROM {LISTED} l WHERE l.region = %(region)s AND NOT l.in_default_pilot
+            UNION ALL
+            SELECT rh.hub_id, false FROM rollouts_rollouthub rh
+            WHERE rh.rollout_id = %(rollout)s AND rh.region = %(region)s AND rh.in_default_pilot
+              AND NOT EXISTS (SELECT 1 FROM {LISTED} l WHERE l.rh_id = rh.id)""",
             self._params,
         )
         cursor.execute(
@@ -456,8 +461,8 @@ class DefaultPilotListHandler:
         )
         listed, unlisted = cursor.fetchone()
         cursor.execute(f"ANALYZE {FLIPPED}")
-        _cap_failure(self.rollout, before)
-        self.change = recompute_pilot_group(self.rollout.pk, hubs_table=FLIPPED)
+        self.change = recompute_pilot_group(self.rollout.pk, hubs_table=FLIPPED, flip_default=True)
+        _cap_failure(self.rollout, before)  # the flags are written: RowsRejected rolls it all back
         return {
             "rollout_id": self.rollout.pk,
             "region": self.csp.region,
