@@ -117,10 +117,15 @@ def _params(rollout_id: int, **extra: Any) -> dict[str, Any]:
     return {"rollout": rollout_id, "dcc": _dcc_id(), **extra}
 
 
-def effective_pilot_count(rollout_id: int) -> int:
-    """How many hubs the effective pilot group holds now, from the amendments (not the group column)."""
+def effective_pilot_count(rollout_id: int, *, hubs_table: str | None = None) -> int:
+    """How many hubs the effective pilot group holds now, from the amendments (not the group column);
+    with `hubs_table` (a temporary table with a hub_id column), how many of those hubs."""
+    effective = EFFECTIVE
+    if hubs_table:
+        hubs = f"AND rh.hub_id IN (SELECT hub_id FROM {hubs_table})"
+        effective = EFFECTIVE_OF.format(hubs=hubs, on_default="rh.in_default_pilot")
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM ({EFFECTIVE}) e WHERE e.reason <> ''", _params(rollout_id))
+        cursor.execute(f"SELECT count(*) FROM ({effective}) e WHERE e.reason <> ''", _params(rollout_id))
         return cursor.fetchone()[0]
 
 
@@ -257,9 +262,11 @@ def _check_cap(rollout: Rollout, before: int) -> int:
     return after
 
 
-def _cap_failure(rollout: Rollout, before: int) -> None:
-    """For uploads: a `pilot_full` failure for the whole file (raised from apply, so it rolls back)."""
-    after = effective_pilot_count(rollout.pk)
+def _cap_failure(rollout: Rollout, before: int, after: int | None = None) -> None:
+    """For uploads: a `pilot_full` failure for the whole file (raised from apply, so it rolls back).
+    `after` when the caller knows it, else counted."""
+    if after is None:
+        after = effective_pilot_count(rollout.pk)
     if _over_cap(rollout, before, after):
         raise RowsRejected(
             [Failure(None, "guid", "", "pilot_full", pilot_full_message(rollout, before, after))]
@@ -461,8 +468,12 @@ class DefaultPilotListHandler:
         )
         listed, unlisted = cursor.fetchone()
         cursor.execute(f"ANALYZE {FLIPPED}")
+        # Only these hubs' flags change, and a hub's place in the group depends on its own row and
+        # amendments only: the group after is the group before, with these hubs counted again.
+        flipped_before = effective_pilot_count(self.rollout.pk, hubs_table=FLIPPED)
         self.change = recompute_pilot_group(self.rollout.pk, hubs_table=FLIPPED, flip_default=True)
-        _cap_failure(self.rollout, before)  # the flags are written: RowsRejected rolls it all back
+        after = before - flipped_before + effective_pilot_count(self.rollout.pk, hubs_table=FLIPPED)
+        _cap_failure(self.rollout, before, after)  # the flags are written: RowsRejected rolls it all back
         return {
             "rollout_id": self.rollout.pk,
             "region": self.csp.region,

@@ -444,6 +444,16 @@ def test_a_default_list_that_would_pass_the_cap_is_refused_with_the_room_left(li
 
 
 @pytest.mark.req("PL1")
+def test_a_default_list_that_swaps_hubs_at_the_cap_is_allowed(live, csp_north, csp_south):
+    # The group stays at 2 (SPLIT out, BOTH_ROLES in): the cap counts the group the list leaves.
+    set_cap(live, 2)
+    default_list(csp_south, live, SINGLE)
+    default_list(csp_north, live, SPLIT)
+    assert default_list(csp_north, live, BOTH_ROLES).state == "applied"
+    assert pilot_of(live) == {SINGLE: "default", BOTH_ROLES: "default"}
+
+
+@pytest.mark.req("PL1")
 @pytest.mark.req("PL8")
 def test_production_proving_hubs_count_towards_the_cap(live, dcc, csp_north):
     set_cap(live, 2)
