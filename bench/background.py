@@ -209,7 +209,8 @@ def main() -> None:
     if not os.environ.get("DATABASE_URL"):
         raise SystemExit("Set DATABASE_URL (a migrated database), e.g. through `make bench`.")
     redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    broker = redis.rsplit("/", 1)[0] + "/13"  # its own database: no other run's tasks
+    # its own database: no other run's tasks (BENCH_BROKER_URL: another one, for runs side by side)
+    broker = os.environ.get("BENCH_BROKER_URL") or redis.rsplit("/", 1)[0] + "/13"
     _django(broker)
     from celery import Celery
 

@@ -9,7 +9,8 @@ child process, so its peak memory (VmHWM) is its own:
 a. the Supplier's estate report (rollouts.services.exports: count + COPY … TO STDOUT with escaping in
    SQL, BOM and header) for a Supplier holding all 1,000,000 hubs, read to the end;
 b. beside it, the floor: a bare `COPY (SELECT <the hub columns>) TO STDOUT` of the same hubs;
-c. a 50,000-row XLSX of the estate layout (xlsxwriter, constant memory, every cell a string);
+c. a 50,000-row XLSX of the estate layout (rollouts.exports.xlsx_file: PostgreSQL builds each row's
+   worksheet XML, COPY streams it into the zip; every cell a string);
 d. a 50,000-row XLSX of the schedule layout (A03/A08: batch, guid, window_start, window_end), the file
    a CSP downloads, edits and uploads back: 4 cells a row instead of the estate's 13 (about 6 of them
    filled). Its rows come from the bench hubs with the same SQL cell expressions as
@@ -232,7 +233,7 @@ def main(argv: list[str]) -> int:
     )
     print(
         f"XLSX openpyxl {openpyxl['rows']:>8,} rows {openpyxl['seconds']:6.2f} s (write-only mode, the estate rows "
-        f"above): xlsxwriter takes {xlsx['seconds'] / openpyxl['seconds']:.0%} of its time"
+        f"above): ours takes {xlsx['seconds'] / openpyxl['seconds']:.0%} of its time"
     )
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(

@@ -5,21 +5,23 @@ cell that a spreadsheet would evaluate is written with a leading apostrophe (the
 it again on upload).
 
 Two ways in:
-- `csv_lines(header, rows)`: rows computed in Python, escaped here.
+- `csv_lines(header, rows)` / `write_xlsx(…)`: rows computed in Python, escaped here.
 - `Query`: one SELECT whose columns are escaped *in SQL* (`escaped_sql`), so PostgreSQL streams
-  the CSV itself with `COPY (…) TO STDOUT` (`copy_csv`), and the XLSX writer reads the same
-  rows through COPY (`xlsx_file`). Memory does not grow with the number of rows.
+  the CSV itself with `COPY (…) TO STDOUT` (`copy_csv`), and builds each worksheet row's XML for
+  the XLSX package, which COPY streams into the zip (`xlsx_file`). Memory does not grow with the
+  number of rows.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import xlsxwriter
 from django.db import connection, transaction
 
 BOM = "\ufeff"
@@ -140,6 +142,172 @@ def query_rows(query: Query) -> Iterator[tuple[str | None, ...]]:
             yield from copy.rows()
 
 
+# -- XLSX --------------------------------------------------------------------------------------------
+#
+# The package is written here with zipfile: the fixed parts below (content types, relationships,
+# workbook, styles) and one worksheet of inline-string cells, the layout xlsxwriter's constant-memory
+# mode writes. For a Query, PostgreSQL builds each row's XML (`_sheet_rows_sql`) and COPY streams it
+# into the zip, so Python only moves bytes. 50,000 estate rows (300,000 filled cells), measured back
+# to back on a loaded machine: xlsxwriter 7.3-10.4 s, almost all of it its per-cell Python (escaping,
+# cell references, file writes); this way 1.4-1.9 s, of which the query alone is ~0.5 s.
+
+XLSX_MAX_ROWS = 1_048_576  # the format's limit, header included
+# DEFLATE level: 19 MB of estate sheet XML took 0.03 s at level 1 (0.56 MB), 0.12 s at 6 (0.48 MB).
+XLSX_COMPRESSLEVEL = 1
+_TEXT_STYLE, _BOLD_STYLE = 2, 1  # cellXfs indexes in _STYLES
+
+_CONTENT_TYPES = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+    '<Default Extension="xml" ContentType="application/xml"/>'
+    '<Override PartName="/xl/workbook.xml" '
+    'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+    '<Override PartName="/xl/worksheets/sheet1.xml" '
+    'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+    '<Override PartName="/xl/styles.xml" '
+    'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
+    "</Types>"
+)
+_ROOT_RELS = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" '
+    'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" '
+    'Target="xl/workbook.xml"/></Relationships>'
+)
+_WORKBOOK = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+    'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
+    '<sheets><sheet name="Export" sheetId="1" r:id="rId1"/></sheets></workbook>'
+)
+_WORKBOOK_RELS = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" '
+    'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" '
+    'Target="worksheets/sheet1.xml"/>'
+    '<Relationship Id="rId2" '
+    'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" '
+    'Target="styles.xml"/></Relationships>'
+)
+# cellXfs: 0 default, 1 bold (the header), 2 text ("@", the GUID columns).
+_STYLES = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    '<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+    '<numFmts count="1"><numFmt numFmtId="164" formatCode="@"/></numFmts>'
+    '<fonts count="2"><font><sz val="11"/><name val="Calibri"/><family val="2"/></font>'
+    '<font><b/><sz val="11"/><name val="Calibri"/><family val="2"/></font></fonts>'
+    '<fills count="2"><fill><patternFill patternType="none"/></fill>'
+    '<fill><patternFill patternType="gray125"/></fill></fills>'
+    '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
+    '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
+    '<cellXfs count="3"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/>'
+    '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/>'
+    '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>'
+    '<cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
+    "</styleSheet>"
+)
+_SHEET_END = (
+    '</sheetData><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>'
+    "</worksheet>"
+)
+
+# Cell text in XML, as xlsxwriter escapes it: & < > as entities; a literal _xHHHH_ gets its underscore
+# escaped (_x005F_) and every other control character becomes _xHHHH_, which spreadsheets read back
+# as the character. Tab, line feed and backslash become character references, so no row's XML holds a
+# byte that COPY's text format would escape (the bytes COPY sends are then exactly the XML).
+_CONTROL = [c for c in range(1, 32) if c not in (9, 10)]
+_XML_NEEDED = re.compile(r"[&<>\\\x00-\x1f]|_x[0-9A-Fa-f]{4}_")
+_ESCAPE_ESCAPE = re.compile(r"(_x[0-9A-Fa-f]{4}_)")
+_PY_REPLACE = {"\t": "&#9;", "\n": "&#10;", **{chr(c): f"_x{c:04X}_" for c in [0, *_CONTROL]}}
+_PY_CONTROL = re.compile("[\x00-\x08\x0b-\x1f]")
+
+
+def xml_text(text: str) -> str:
+    """`text` as the content of a worksheet <t> element (the Python twin of `xml_text_sql`)."""
+    if not _XML_NEEDED.search(text):
+        return text
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\\", "&#92;")
+    text = _ESCAPE_ESCAPE.sub(r"_x005F\1", text)
+    text = text.replace("\t", "&#9;").replace("\n", "&#10;")
+    return _PY_CONTROL.sub(lambda m: _PY_REPLACE[m.group()], text)
+
+
+def xml_text_sql(expr: str) -> str:
+    """A SQL expression for the text `expr` as <t> content (see `xml_text`); NULL stays NULL.
+
+    The common case (nothing to escape) costs one regular-expression test.
+    """
+    slow = (
+        f"replace(replace(replace(replace({expr}, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '\\', '&#92;')"
+    )
+    slow = f"regexp_replace({slow}, '(_x[0-9A-Fa-f]{{4}}_)', '_x005F\\1', 'g')"
+    slow = f"replace(replace({slow}, chr(9), '&#9;'), chr(10), '&#10;')"
+    for code in _CONTROL:
+        slow = f"replace({slow}, chr({code}), '_x{code:04X}_')"
+    return f"CASE WHEN {expr} ~ '[&<>\\\\\\x01-\\x1f]|_x[0-9A-Fa-f]{{4}}_' THEN {slow} ELSE {expr} END"
+
+
+def _column_letter(index: int) -> str:
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def _cell_head(column: int, row: int | str, *, guid: bool, preserve: bool) -> str:
+    style = f' s="{_TEXT_STYLE}"' if guid else ""
+    space = ' xml:space="preserve"' if preserve else ""
+    return f'<c r="{_column_letter(column)}{row}"{style} t="inlineStr"><is><t{space}>'
+
+
+_CELL_TAIL = "</t></is></c>"
+
+
+def _sheet_start(columns: Sequence[str], guid_columns: Sequence[str]) -> str:
+    cols = "".join(
+        f'<col min="{i + 1}" max="{i + 1}" width="24.7109375" style="{_TEXT_STYLE}" customWidth="1"/>'
+        for i, name in enumerate(columns)
+        if name in guid_columns
+    )
+    header = "".join(
+        f'<c r="{_column_letter(i)}1" s="{_BOLD_STYLE}" t="inlineStr"><is><t>{xml_text(name)}</t></is></c>'
+        for i, name in enumerate(columns)
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+        'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
+        '<sheetViews><sheetView tabSelected="1" workbookViewId="0"/></sheetViews>'
+        '<sheetFormatPr defaultRowHeight="15"/>'
+        + (f"<cols>{cols}</cols>" if cols else "")
+        + f'<sheetData><row r="1">{header}</row>'
+    )
+
+
+def _write_package(
+    target: IO[bytes] | str, columns: Sequence[str], guid_columns: Sequence[str], rows_xml: Iterable[bytes]
+) -> None:
+    """An XLSX package whose one worksheet holds the header and then the `rows_xml` bytes (<row> elements)."""
+    with zipfile.ZipFile(
+        target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=XLSX_COMPRESSLEVEL
+    ) as zf:
+        zf.writestr("[Content_Types].xml", _CONTENT_TYPES)
+        zf.writestr("_rels/.rels", _ROOT_RELS)
+        zf.writestr("xl/workbook.xml", _WORKBOOK)
+        zf.writestr("xl/_rels/workbook.xml.rels", _WORKBOOK_RELS)
+        zf.writestr("xl/styles.xml", _STYLES)
+        with zf.open("xl/worksheets/sheet1.xml", "w") as sheet:
+            sheet.write(_sheet_start(columns, guid_columns).encode())
+            for data in rows_xml:
+                sheet.write(data)
+            sheet.write(_SHEET_END.encode())
+
+
 def write_xlsx(
     target: IO[bytes] | str,
     columns: Sequence[str],
@@ -148,39 +316,73 @@ def write_xlsx(
     guid_columns: Sequence[str] = ("guid",),
     escape: bool = True,
 ) -> int:
-    """Write one worksheet with xlsxwriter in constant-memory mode; every cell is a string.
+    """Write one worksheet of rows computed in Python; every cell is a string, streamed (flat memory).
 
     GUID columns are formatted as text ("@") so a spreadsheet keeps leading zeros when edited;
-    `escape=False` for rows already escaped in SQL. Returns the number of data rows.
+    `escape=False` for rows already escaped. Empty cells are left out. Returns the number of data rows.
     """
-    workbook = xlsxwriter.Workbook(target, {"constant_memory": True, "strings_to_numbers": False})
-    try:
-        sheet = workbook.add_worksheet("Export")
-        text = workbook.add_format({"num_format": "@"})
-        bold = workbook.add_format({"bold": True})
-        for index, name in enumerate(columns):
-            if name in guid_columns:
-                sheet.set_column(index, index, 24, text)
-            sheet.write_string(0, index, name, bold)
-        write = sheet.write_string
-        n = 0
-        for n, row in enumerate(rows, 1):
-            for col, value in enumerate(row):
-                if value is None or value == "":
-                    continue
-                write(n, col, escape_cell(value) if escape else value)
-        return n
-    finally:
-        workbook.close()
+    guid = [name in guid_columns for name in columns]
+    count = 0
+
+    def rows_xml() -> Iterator[bytes]:
+        nonlocal count
+        for count, row in enumerate(rows, 1):
+            if count >= XLSX_MAX_ROWS:
+                continue
+            n = count + 1
+            cells = "".join(
+                _cell_head(col, n, guid=guid[col], preserve=True)
+                + xml_text(escape_cell(value) if escape else str(value))
+                + _CELL_TAIL
+                for col, value in enumerate(row)
+                if value is not None and value != ""
+            )
+            yield f'<row r="{n}">{cells}</row>\n'.encode()
+
+    _write_package(target, columns, guid_columns, rows_xml())
+    return count
+
+
+def _sheet_rows_sql(query: Query) -> str:
+    """One <row> element a result row, built by PostgreSQL from the escaped columns of `query`."""
+    names = [f"v{i}" for i in range(len(query.columns))]
+    cells = []
+    for i, (column, name) in enumerate(zip(query.columns, names, strict=True)):
+        preserve = query.text_columns is None or column in query.text_columns
+        head = _cell_head(i, "|", guid=column in query.guid_columns, preserve=preserve)
+        before, after = head.split("|")
+        cells.append(
+            f"CASE WHEN q.{name} <> '' THEN concat('{before}', q.n, '{after}', "
+            f"{xml_text_sql('q.' + name)}, '{_CELL_TAIL}') END"
+        )
+    return (
+        f"SELECT concat('<row r=\"', q.n, '\">', {', '.join(cells)}, '</row>') "
+        f"FROM (SELECT row_number() OVER () + 1 AS n, s.* FROM ({query.sql()}) AS s({', '.join(names)})) AS q "
+        f"WHERE q.n <= {XLSX_MAX_ROWS}"
+    )
 
 
 def xlsx_file(query: Query) -> tuple[IO[bytes], int]:
-    """The XLSX file of `query` in an anonymous temporary file (deleted when closed), and its row count."""
+    """The XLSX file of `query` in an anonymous temporary file (deleted when closed), and its row count.
+
+    The rows' XML comes from COPY in its text format, which sends each row's XML unchanged followed by
+    a line feed (xml_text_sql leaves no byte it would escape); memory stays flat.
+    """
     handle = tempfile.TemporaryFile(suffix=".xlsx")  # noqa: SIM115 - closed by FileResponse
+    rows = 0
+
+    def rows_xml() -> Iterator[bytes]:
+        nonlocal rows
+        with transaction.atomic(), connection.cursor() as cursor:
+            _export_settings(cursor)
+            with cursor.copy(f"COPY ({_sheet_rows_sql(query)}) TO STDOUT", list(query.params)) as copy:
+                for view in copy:
+                    data = bytes(view)
+                    rows += data.count(b"\n")
+                    yield data
+
     try:
-        rows = write_xlsx(
-            handle, query.columns, query_rows(query), guid_columns=query.guid_columns, escape=False
-        )
+        _write_package(handle, query.columns, query.guid_columns, rows_xml())
     except BaseException:
         handle.close()
         raise

@@ -3,9 +3,10 @@
 Each measurement is the peak resident size (VmHWM) of a fresh subprocess that builds the Supplier's
 estate report through the export service (what the SSI download view returns) and reads it to the
 end, once for a small estate and once for one many times larger. tracemalloc would miss libpq's
-buffers and xlsxwriter's temporary files; ru_maxrss of a forked child includes the pytest process.
-A service that gathered the file in memory (the CSV's bytes, or xlsxwriter without constant memory,
-which keeps every cell as an object) grows by far more than the bound for the extra rows.
+buffers; ru_maxrss of a forked child includes the pytest process.
+A service that gathered the file in memory (the CSV's bytes, or an XLSX writer that keeps every
+cell as an object, like xlsxwriter without constant memory) grows by far more than the bound for
+the extra rows.
 """
 
 from __future__ import annotations

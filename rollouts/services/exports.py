@@ -1,8 +1,8 @@
 """Downloads in the export layouts of FILE_FORMATS.md, scoped by the actor's organisation and audited.
 
 Each export is one SELECT (`rollouts.exports.Query`, every column escaped in SQL), streamed as CSV
-by PostgreSQL's `COPY … TO STDOUT` or written to a temporary XLSX file with xlsxwriter in
-constant-memory mode. A Supplier's rows name its role and whether a hub is split, never the other
+by PostgreSQL's `COPY … TO STDOUT` or written to a temporary XLSX file whose worksheet rows
+PostgreSQL builds (`rollouts.exports.xlsx_file`). A Supplier's rows name its role and whether a hub is split, never the other
 Supplier (P3, P4); a CSP's rows are its region's only.
 """
 

@@ -444,6 +444,16 @@ def test_a_default_list_that_would_pass_the_cap_is_refused_with_the_room_left(li
 
 
 @pytest.mark.req("PL1")
+def test_a_default_list_that_swaps_hubs_at_the_cap_is_allowed(live, csp_north, csp_south):
+    # The group stays at 2 (SPLIT out, BOTH_ROLES in): the cap counts the group the list leaves.
+    set_cap(live, 2)
+    default_list(csp_south, live, SINGLE)
+    default_list(csp_north, live, SPLIT)
+    assert default_list(csp_north, live, BOTH_ROLES).state == "applied"
+    assert pilot_of(live) == {SINGLE: "default", BOTH_ROLES: "default"}
+
+
+@pytest.mark.req("PL1")
 @pytest.mark.req("PL8")
 def test_production_proving_hubs_count_towards_the_cap(live, dcc, csp_north):
     set_cap(live, 2)
@@ -701,6 +711,35 @@ def test_recompute_keeps_the_counters_true(live, csp_north):
     assert counter_mismatches([live.pk]) == []
     assert recompute_pilot_group(live.pk).changed == 0  # nothing to change twice
     assert effective_pilot_count(live.pk) == 2
+
+
+@pytest.mark.req("PL1")
+@pytest.mark.req("PL6")
+@pytest.mark.req("U1")
+@pytest.mark.req("T5")
+def test_a_default_list_leaves_the_rollout_as_a_whole_recompute_and_replan_would(
+    live, csp_north, csp_south, gas_supplier
+):
+    # The list recomputes, recounts and replans only the hubs whose flag it changed: afterwards a
+    # recompute and a replan of the whole rollout find nothing to change and the counters are true.
+    from rollouts.services import planning
+    from rollouts.services.counters import counter_mismatches
+
+    default_list(csp_south, live, GAS_ONLY)
+    default_list(csp_north, live, SPLIT, BOTH_ROLES)
+    preferred(gas_supplier, live, f"{SPLIT},remove")  # a veto: SPLIT stays out whatever the list says
+    RolloutHub.objects.filter(rollout=live, hub__guid=BOTH_ROLES).update(batch=pilot_batch(live, "north"))
+    planning.replan(live.pk)  # test setup: as the Default Pilot Schedule's upload replans
+    assert RolloutHub.objects.get(rollout=live, hub__guid=BOTH_ROLES).activation_source == "pilot_window"
+
+    assert default_list(csp_north, live, SPLIT).state == "applied"  # BOTH_ROLES leaves the list
+
+    assert pilot_of(live) == {GAS_ONLY: "default"}  # South's list stands; SPLIT vetoed
+    left = RolloutHub.objects.get(rollout=live, hub__guid=BOTH_ROLES)
+    assert (left.group, left.batch_id, left.activation_source) == ("safe_launch", None, "automatic")
+    assert counter_mismatches([live.pk]) == []  # first: a whole recompute recounts
+    assert planning.replan(live.pk) == 0
+    assert recompute_pilot_group(live.pk).changed == 0
 
 
 # -- PL1 under concurrency ------------------------------------------------------------------------------
