@@ -409,6 +409,8 @@ def _record_rejection(upload: Upload, cursor, rows: int, errors: int) -> Upload:
             FROM {FAILURES} ORDER BY row_no NULLS FIRST, col""",
         [upload.pk, json.dumps(CODES)],
     )
+    cursor.execute(f"SELECT code, count(*) FROM {FAILURES} GROUP BY 1 ORDER BY 1")  # the rows just copied
+    codes = dict(cursor.fetchall())
     upload.state = UploadState.REJECTED
     upload.row_count = rows
     upload.error_count = errors
@@ -422,7 +424,7 @@ def _record_rejection(upload: Upload, cursor, rows: int, errors: int) -> Upload:
         sha256=upload.sha256,
         rows=rows,
         errors=errors,
-        codes=_codes_of(upload),
+        codes=codes,
     )
     transaction.on_commit(lambda: set_progress(upload.pk, "rejected", rows, errors))
     return upload
