@@ -85,6 +85,7 @@ STATUS_FEED = Layout(
     # The CSP's machine-written file: PostgreSQL parses a plain CSV itself (rollouts.intake.pipeline); the
     # staged text is the reader's, so `at` is parsed by _stage_times the same way (tests/rollouts/test_plain_csv.py).
     copy_csv=True,
+    analyze_columns=("guid_hex", "at"),  # the joins to the hubs and to the parsed times
 )
 FEED_STATUSES = ("scheduled", "distributed", "activated", "failed")
 # Forward only: a newer record may move a hub to a higher rank, never back or sideways (status_invalid).
