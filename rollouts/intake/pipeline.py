@@ -54,6 +54,9 @@ class Layout:
     # instead of the Python reader: 1M inventory rows stage in ~1 s instead of ~7 s. Same rows, same
     # row numbers, same errors: any file that is not plain goes through the reader (see _stage_rows).
     copy_csv: bool = False
+    # The staged columns whose statistics the layout's checks need (ANALYZE of those only); empty: all.
+    # A layout whose statements join on the GUID alone skips the other text columns' sorts (~0.1 s per file).
+    analyze_columns: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -238,7 +241,8 @@ def _stage_check_apply(upload: Upload, handler: Handler) -> Upload:
         staging = Staging(layout=layout, cursor=cursor)
         staging.row_count = _stage_rows(cursor, upload.pk, layout, fileobj)
         set_progress(upload.pk, "checking", staging.row_count)
-        cursor.execute(f"ANALYZE {ROWS}")
+        only = ", ".join(f'"{name}"' for name in layout.analyze_columns)
+        cursor.execute(f"ANALYZE {ROWS} ({only})" if only else f"ANALYZE {ROWS}")
         _check_guids(staging)
         handler.check(staging, upload)
         errors = staging.failure_count()
@@ -409,6 +413,8 @@ def _record_rejection(upload: Upload, cursor, rows: int, errors: int) -> Upload:
             FROM {FAILURES} ORDER BY row_no NULLS FIRST, col""",
         [upload.pk, json.dumps(CODES)],
     )
+    cursor.execute(f"SELECT code, count(*) FROM {FAILURES} GROUP BY 1 ORDER BY 1")  # the rows just copied
+    codes = dict(cursor.fetchall())
     upload.state = UploadState.REJECTED
     upload.row_count = rows
     upload.error_count = errors
@@ -422,7 +428,7 @@ def _record_rejection(upload: Upload, cursor, rows: int, errors: int) -> Upload:
         sha256=upload.sha256,
         rows=rows,
         errors=errors,
-        codes=_codes_of(upload),
+        codes=codes,
     )
     transaction.on_commit(lambda: set_progress(upload.pk, "rejected", rows, errors))
     return upload

@@ -81,21 +81,25 @@ def create_delta_table(cursor) -> None:
     )
 
 
-def delta_keys_sql(source: str) -> str:
+def delta_keys_sql(source: str, weight: str | None = None) -> str:
     """The counter keys a set of changed hub rows moves, summed: each old key loses the hub, each new key
     gains it (U1). `source` is a table or CTE with the delta table's columns (rollout_id, old_import,
-    old_gas, old_region, old_group, old_status and the same new_*). Yields (rollout_id, org, grp, status, d)."""
+    old_gas, old_region, old_group, old_status and the same new_*). Yields (rollout_id, org, grp, status, d).
+
+    With `weight`, each source row stands for that many hubs (the name of an integer column of `source`):
+    a source already grouped by its keys costs a few rows here instead of six scans of every changed hub."""
     keys = []
     for side, sign in (("old", -1), ("new", 1)):
+        d, joined_d = (f"{sign} * {weight}", f"{sign} * d.{weight}") if weight else (sign, sign)
         keys.append(
-            f"""SELECT rollout_id, {side}_import AS org, {side}_group AS grp, {side}_status AS status, {sign} AS d
+            f"""SELECT rollout_id, {side}_import AS org, {side}_group AS grp, {side}_status AS status, {d} AS d
                 FROM {source} WHERE {side}_status IS NOT NULL AND {side}_import IS NOT NULL
                 UNION ALL
-                SELECT rollout_id, {side}_gas, {side}_group, {side}_status, {sign}
+                SELECT rollout_id, {side}_gas, {side}_group, {side}_status, {d}
                 FROM {source} WHERE {side}_status IS NOT NULL AND {side}_gas IS NOT NULL
                   AND {side}_gas IS DISTINCT FROM {side}_import
                 UNION ALL
-                SELECT d.rollout_id, csp.id, d.{side}_group, d.{side}_status, {sign}
+                SELECT d.rollout_id, csp.id, d.{side}_group, d.{side}_status, {joined_d}
                 FROM {source} d JOIN rollouts_organisation csp ON csp.kind = 'csp' AND csp.region = d.{side}_region
                 WHERE d.{side}_status IS NOT NULL"""
         )

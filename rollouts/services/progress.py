@@ -82,6 +82,10 @@ from .schedules import WindowTimeError, parse_window_time
 STATUS_FEED = Layout(
     kind=UploadKind.STATUS_FEED,
     columns={"guid": True, "status": True, "at": True, "reason": False, "firmware_version": False},
+    # The CSP's machine-written file: PostgreSQL parses a plain CSV itself (rollouts.intake.pipeline); the
+    # staged text is the reader's, so `at` is parsed by _stage_times the same way (tests/rollouts/test_plain_csv.py).
+    copy_csv=True,
+    analyze_columns=("guid_hex", "at"),  # the joins to the hubs and to the parsed times
 )
 FEED_STATUSES = ("scheduled", "distributed", "activated", "failed")
 # Forward only: a newer record may move a hub to a higher rank, never back or sideways (status_invalid).
@@ -135,6 +139,9 @@ class StatusFeedHandler:
             # The feed's sorts and hashes (the timeline's anti-join, the moved rows read by four CTEs) fit in
             # memory instead of spilling to temp files at the 4 MB default; one transaction, a few nodes.
             cursor.execute("SET LOCAL work_mem = '64MB'")
+            # A big feed's statements pass the JIT cost thresholds; compiling them costs more than it saves
+            # on these simple joins and per-row expressions.
+            cursor.execute("SET LOCAL jit = off")
         self.pilot_before = _pilot_counts(self.rollout.pk)
 
     def finish(self, upload: Upload) -> None:
@@ -320,11 +327,12 @@ class StatusFeedHandler:
         create_delta_keys_table(cursor)
         # One statement moves the hubs (no rule failed, so `moves` is the whole condition): the UPDATE of
         # the rollout's hubs RETURNs the old and new counter keys, which feed the SMI versions of the hubs
-        # activated on the target (U3), the summed counter deltas (U1), and the feed's figures and the
-        # per-Supplier counts of the notice, so the moved rows are never written to or read back from a
-        # table of their own. Only the status columns change: no index holds them (HOT updates). Each
-        # UPDATE walks its table in id order (pages and primary key in order): at 1M records on a
-        # larger-than-cache hub table, random order costs a page read or write per row.
+        # activated on the target (U3); the moved rows grouped by their keys (a few groups) give the summed
+        # counter deltas (U1), the feed's figures and the per-Supplier counts of the notice, so the moved
+        # rows are never written to or read back from a table of their own, and read twice. Only the status
+        # columns change: no index holds them (HOT updates where the page has room). Each UPDATE walks its
+        # table in id order (pages and primary key in order): at 1M records on a larger-than-cache hub
+        # table, random order costs a page read or write per row.
         cursor.execute(
             f"""WITH moved AS (
                     UPDATE rollouts_rollouthub rh
@@ -343,27 +351,32 @@ class StatusFeedHandler:
                     WHERE h.id = m.hub_id
                       AND h.firmware_version_id IS DISTINCT FROM %(target_id)s
                     RETURNING 1
+                ), grouped AS (
+                    SELECT rollout_id, batch_id, status, old_import, old_gas, old_region, old_group, old_status,
+                           new_import, new_gas, new_region, new_group, new_status, count(*) AS moved_n
+                    FROM moved GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
                 ), keys AS (
-                    INSERT INTO {DELTA_KEYS_TABLE} {delta_keys_sql("moved")}
+                    INSERT INTO {DELTA_KEYS_TABLE} {delta_keys_sql("grouped", weight="moved_n")}
                 ), suppliers AS (
-                    SELECT s.org, count(*) FILTER (WHERE m.new_status = 'activated') AS activated,
-                           count(*) FILTER (WHERE m.new_status = 'failed') AS failed
-                    FROM moved m
-                    CROSS JOIN LATERAL (SELECT m.old_import AS org UNION SELECT m.old_gas) s
-                    WHERE s.org IS NOT NULL AND m.new_status IN ('activated', 'failed')
+                    SELECT s.org, sum(g.moved_n) FILTER (WHERE g.new_status = 'activated')::bigint AS activated,
+                           sum(g.moved_n) FILTER (WHERE g.new_status = 'failed')::bigint AS failed
+                    FROM grouped g
+                    CROSS JOIN LATERAL (SELECT g.old_import AS org UNION SELECT g.old_gas) s
+                    WHERE s.org IS NOT NULL AND g.new_status IN ('activated', 'failed')
                     GROUP BY 1
                 )
-                SELECT count(*),
+                SELECT coalesce(sum(moved_n), 0)::bigint,
                        array_agg(DISTINCT batch_id) FILTER (WHERE new_status IN ('activated', 'failed')),
                        coalesce(bool_or(new_group = 'pilot'), false),
-                       count(*) FILTER (WHERE new_status = 'scheduled'),
-                       count(*) FILTER (WHERE new_status = 'distributed'),
-                       count(*) FILTER (WHERE new_status = 'activated'),
-                       count(*) FILTER (WHERE new_status = 'failed'),
-                       count(*) FILTER (WHERE status = 'activated' AND new_status = 'failed'),
+                       coalesce(sum(moved_n) FILTER (WHERE new_status = 'scheduled'), 0)::bigint,
+                       coalesce(sum(moved_n) FILTER (WHERE new_status = 'distributed'), 0)::bigint,
+                       coalesce(sum(moved_n) FILTER (WHERE new_status = 'activated'), 0)::bigint,
+                       coalesce(sum(moved_n) FILTER (WHERE new_status = 'failed'), 0)::bigint,
+                       coalesce(sum(moved_n) FILTER (WHERE status = 'activated' AND new_status = 'failed'), 0)::bigint,
                        (SELECT count(*) FROM smi),
-                       (SELECT coalesce(json_agg(json_build_array(org, activated, failed)), '[]') FROM suppliers)
-                FROM moved""",
+                       (SELECT coalesce(json_agg(json_build_array(org, coalesce(activated, 0), coalesce(failed, 0))),
+                                        '[]') FROM suppliers)
+                FROM grouped""",
             params,
         )
         (

@@ -2,12 +2,15 @@
 
 FILE_FORMATS.md "Reading rules" are the reader's: every file here is staged both ways, and the rows,
 row numbers, normalised GUIDs and failures (or the file's reason code) must be the same. Files that
-COPY could read differently go through the reader: the test names which path each one takes.
+COPY could read differently go through the reader: the test names which path each one takes. The two
+layouts that opt in are covered: the inventory load and the device status feed, whose `at` times are
+then parsed the same way from either staging (times in SQL or in Python, with the same codes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 
 import pytest
@@ -15,7 +18,9 @@ from django.db import connection, transaction
 
 from rollouts.intake import pipeline
 from rollouts.intake.errors import RowsRejected
+from rollouts.intake.pipeline import Layout, Staging
 from rollouts.services.inventory import INVENTORY
+from rollouts.services.progress import STATUS_FEED, StatusFeedHandler
 
 HEADER = b"guid,device_model,firmware_version,csp_region,import_supplier,gas_supplier,flags\n"
 ROW_A = b"00-DB-12-34-56-78-9A-01,010A030B,0002012F,north,volt-energy,gasco,friendly\n"
@@ -76,12 +81,85 @@ FILES: dict[str, tuple[bytes, bool]] = {
     "a NUL past 64 KiB": (HEADER + ROW_A * (BIG // len(ROW_A)) + b"00DB\x00,x,,,,,\n", False),
     "a line over 1 MiB": (HEADER + ROW_A + b"x" * (1024 * 1024 + 10) + b",,,,,,\n", False),
 }
-COLUMNS = ", ".join(["row_no", *(f'"{name}"' for name in INVENTORY.names), "guid_hex"])
+FEED_HEADER = b"guid,status,at,reason,firmware_version\n"
+FEED_A = b"00DB123456789A01,activated,2026-11-27T10:00:00Z,,00050002\n"
+FEED_B = b"00-DB-12-34-56-78-9A-02,failed,2026-11-27T10:00:00+01:00,HAN join timeout,\n"
+FEED_C = b"00db123456789a03,distributed,2026-11-27 09:30:15.25-05:00,,\n"
 
 
-def stage(content: bytes, *, copy_csv: bool, monkeypatch) -> tuple[object, str]:
-    """Stage `content` with the inventory layout; (what was staged or the file's codes, path taken)."""
-    layout = dataclasses.replace(INVENTORY, copy_csv=copy_csv)
+def feed_rows(*times: bytes) -> bytes:
+    return b"".join(b"00DB1234567890%02X,scheduled,%s,,\n" % (n, at) for n, at in enumerate(times, 16))
+
+
+# The status feed (FILE_FORMATS.md "Device status feed"): name: (file, whether COPY reads it)
+FEED_FILES: dict[str, tuple[bytes, bool]] = {
+    "plain": (FEED_HEADER + FEED_A + FEED_B + FEED_C, True),
+    "crlf": ((FEED_HEADER + FEED_A + FEED_B + FEED_C).replace(b"\n", b"\r\n"), True),
+    "bom": (b"\xef\xbb\xbf" + FEED_HEADER + FEED_A, True),
+    "optional columns absent, reordered, spaced": (
+        b" AT , Status ,GUID\n2026-11-27T10:00:00Z,distributed,00DB123456789A04\n",
+        True,
+    ),
+    "times in every form": (
+        FEED_HEADER
+        + feed_rows(
+            b"2026-11-27T10:00:00Z",  # the form CSP systems send (SQL)
+            b"2026-11-27T10:00:00.123456+00:00",
+            b"2026-11-27T10:00Z",
+            b"2026-07-01T10:00:00+14:00",
+            b"2026-07-01T10:00:00-00:00",
+            b"2026-11-27t10:00:00z",  # the rest in Python
+            b" 2026-11-27T10:00:00Z ",
+            b"2026-07-01T10:00:00+15:00",
+            b"2026-11-27T10:00:00.1234567Z",
+            b"2026-11-27T10:00",  # UK local time
+            b"2026-07-01 10:00:00",
+            b"2026-11-27",
+            b"2026-10-25T01:30",  # 01:30 happens twice
+            b"2027-03-28T01:30",  # 01:30 does not exist
+            b"2026-02-30T10:00:00Z",  # no such day
+            b"2026-02-29T10:00:00Z",
+            b"2028-02-29T10:00:00Z",
+            b"2026-13-01T10:00:00Z",
+            b"2026-11-27T24:00:00Z",
+            b"yesterday",
+            b"",
+            b"   ",
+        ),
+        True,
+    ),
+    "statuses, reasons and versions as given": (
+        FEED_HEADER
+        + b"00DB123456789A05, Activated ,2026-11-27T10:00:00Z,,0005000a\n"
+        + b"00DB123456789A06,FAILED,2026-11-27T10:00:00Z,R\xc3\xa9seau perdu,\n"
+        + b"00DB123456789A07,exploded,2026-11-27T10:00:00Z, ,\n"
+        + b"00DB123456789A08,failed,2026-11-27T10:00:00Z,\t,\n",
+        True,
+    ),
+    "blank rows and a GUID twice": (
+        FEED_HEADER + FEED_A + b",,,,\n" + b" , ,\t,,\n" + FEED_B + b"00db123456789a01,failed,,x,\n",
+        True,
+    ),
+    "bad GUIDs": (FEED_HEADER + b"00DB123456789A0,scheduled,2026-11-27T10:00:00Z,,\n" + FEED_A, True),
+    "a quoted reason with a comma": (
+        FEED_HEADER + b'00DB123456789A09,failed,2026-11-27T10:00:00Z,"HAN join, then timeout",\n',
+        False,
+    ),
+    "an apostrophe in a reason": (
+        FEED_HEADER + b"00DB123456789A0A,failed,2026-11-27T10:00:00Z,HAN didn't join,\n",
+        False,
+    ),
+    "an exported escape": (FEED_HEADER + b"00DB123456789A0B,failed,2026-11-27T10:00:00Z,'-1 dBm,\n", False),
+    "a short row": (FEED_HEADER + FEED_A + b"00DB123456789A0C,scheduled\n", False),
+    "header only": (FEED_HEADER, False),
+}
+
+
+def stage(content: bytes, *, copy_csv: bool, monkeypatch, layout: Layout = INVENTORY) -> tuple[object, str]:
+    """Stage `content` with `layout`; (what was staged or the file's codes, path taken). For the status
+    feed, what was staged includes each `at` text parsed (StatusFeedHandler._stage_times)."""
+    layout = dataclasses.replace(layout, copy_csv=copy_csv)
+    columns = ", ".join(["row_no", *(f'"{name}"' for name in layout.names), "guid_hex"])
     taken = ["header"]
     real_copy_rows, real_copy_plain = pipeline._copy_rows, pipeline._copy_plain
     monkeypatch.setattr(pipeline, "_copy_rows", lambda *a: taken.append("reader") or real_copy_rows(*a))
@@ -92,14 +170,21 @@ def stage(content: bytes, *, copy_csv: bool, monkeypatch) -> tuple[object, str]:
             connection.cursor() as cursor,
         ):  # as apply_upload: a refused file rolls back
             count = pipeline._stage_rows(cursor, 0, layout, io.BytesIO(content))
-            cursor.execute(f"SELECT {COLUMNS} FROM {pipeline.ROWS} ORDER BY row_no")
+            cursor.execute(f"SELECT {columns} FROM {pipeline.ROWS} ORDER BY row_no")
             rows = cursor.fetchall()
             cursor.execute(f"SELECT row_no, col, value, code FROM {pipeline.FAILURES} ORDER BY 1, 2, 4")
             failures = cursor.fetchall()
+            times = []
+            if layout.kind == STATUS_FEED.kind:
+                # _stage_times reads the staged rows only
+                handler = StatusFeedHandler(rollout=None, csp=None, now=None)
+                handler._stage_times(Staging(layout=layout, cursor=cursor))
+                cursor.execute("SELECT value, at, code, message FROM feed_times ORDER BY value")
+                times = cursor.fetchall()
             transaction.set_rollback(True)
     except RowsRejected as rejected:
         return sorted((f.row, f.column, f.code) for f in rejected.failures), taken[-1]
-    return (count, rows, failures), taken[-1]
+    return (count, rows, failures, times), taken[-1]
 
 
 @pytest.mark.req("X3")
@@ -116,8 +201,45 @@ def test_copy_stages_what_the_reader_stages(db, name, monkeypatch, settings):
 
 
 def test_blank_rows_keep_the_row_numbers_of_the_file(db, monkeypatch):
-    (count, rows, _), path = stage(
+    (count, rows, _, _), path = stage(
         FILES["rows of empty or blank cells"][0], copy_csv=True, monkeypatch=monkeypatch
     )
     assert path == "copy" and count == 2
     assert [(r[0], r[-1]) for r in rows] == [(2, "00DB123456789A01"), (5, "00DB123456789A02")]
+
+
+@pytest.mark.req("X3")
+@pytest.mark.req("PL9")
+@pytest.mark.parametrize("name", FEED_FILES)
+def test_a_status_feed_stages_and_parses_its_times_the_same_either_way(db, name, monkeypatch):
+    content, by_copy = FEED_FILES[name]
+    expected, reader_path = stage(content, copy_csv=False, monkeypatch=monkeypatch, layout=STATUS_FEED)
+    got, path = stage(content, copy_csv=True, monkeypatch=monkeypatch, layout=STATUS_FEED)
+    assert got == expected
+    assert reader_path in ("reader", "header")
+    assert path == ("copy" if by_copy else reader_path)
+    assert STATUS_FEED.copy_csv  # the feed layout takes this path
+
+
+def test_a_feeds_times_parse_as_file_formats_says(db, monkeypatch):
+    """FILE_FORMATS.md "Times": an offset or Z as given, UK local time without one, clock changes refused."""
+    (_, _, _, times), path = stage(
+        FEED_FILES["times in every form"][0], copy_csv=True, monkeypatch=monkeypatch, layout=STATUS_FEED
+    )
+    parsed = {value: (at, code) for value, at, code, _ in times}
+    utc = dt.UTC
+    assert path == "copy"
+    assert parsed["2026-11-27T10:00:00Z"] == (dt.datetime(2026, 11, 27, 10, tzinfo=utc), None)
+    assert parsed["2026-11-27T10:00:00.123456+00:00"] == (
+        dt.datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=utc),
+        None,
+    )
+    assert parsed["2026-07-01T10:00:00+14:00"] == (dt.datetime(2026, 6, 30, 20, tzinfo=utc), None)
+    assert parsed["2026-11-27T10:00"] == (dt.datetime(2026, 11, 27, 10, tzinfo=utc), None)  # GMT in winter
+    assert parsed["2026-07-01 10:00:00"] == (dt.datetime(2026, 7, 1, 9, tzinfo=utc), None)  # BST in summer
+    assert parsed["2026-10-25T01:30"] == (None, "time_ambiguous")
+    assert parsed["2027-03-28T01:30"] == (None, "time_ambiguous")
+    assert parsed["2026-02-30T10:00:00Z"] == (None, "value_invalid")
+    assert parsed["2028-02-29T10:00:00Z"] == (dt.datetime(2028, 2, 29, 10, tzinfo=utc), None)
+    assert parsed["2026-11-27"] == (dt.datetime(2026, 11, 27, 0, tzinfo=utc), None)  # a date alone: 00:00
+    assert parsed["yesterday"] == (None, "value_invalid")
