@@ -15,6 +15,7 @@ from django.db import connection, transaction
 
 from rollouts.intake import pipeline
 from rollouts.intake.errors import RowsRejected
+from rollouts.services.instructions import INSTRUCTION_LAYOUT
 from rollouts.services.inventory import INVENTORY
 
 HEADER = b"guid,device_model,firmware_version,csp_region,import_supplier,gas_supplier,flags\n"
@@ -76,12 +77,12 @@ FILES: dict[str, tuple[bytes, bool]] = {
     "a NUL past 64 KiB": (HEADER + ROW_A * (BIG // len(ROW_A)) + b"00DB\x00,x,,,,,\n", False),
     "a line over 1 MiB": (HEADER + ROW_A + b"x" * (1024 * 1024 + 10) + b",,,,,,\n", False),
 }
-COLUMNS = ", ".join(["row_no", *(f'"{name}"' for name in INVENTORY.names), "guid_hex"])
 
 
-def stage(content: bytes, *, copy_csv: bool, monkeypatch) -> tuple[object, str]:
-    """Stage `content` with the inventory layout; (what was staged or the file's codes, path taken)."""
-    layout = dataclasses.replace(INVENTORY, copy_csv=copy_csv)
+def stage(content: bytes, *, copy_csv: bool, monkeypatch, base=INVENTORY) -> tuple[object, str]:
+    """Stage `content` with the inventory layout (or `base`); (what was staged or the file's codes, path taken)."""
+    layout = dataclasses.replace(base, copy_csv=copy_csv)
+    columns = ", ".join(["row_no", *(f'"{name}"' for name in layout.names), "guid_hex"])
     taken = ["header"]
     real_copy_rows, real_copy_plain = pipeline._copy_rows, pipeline._copy_plain
     monkeypatch.setattr(pipeline, "_copy_rows", lambda *a: taken.append("reader") or real_copy_rows(*a))
@@ -92,7 +93,7 @@ def stage(content: bytes, *, copy_csv: bool, monkeypatch) -> tuple[object, str]:
             connection.cursor() as cursor,
         ):  # as apply_upload: a refused file rolls back
             count = pipeline._stage_rows(cursor, 0, layout, io.BytesIO(content))
-            cursor.execute(f"SELECT {COLUMNS} FROM {pipeline.ROWS} ORDER BY row_no")
+            cursor.execute(f"SELECT {columns} FROM {pipeline.ROWS} ORDER BY row_no")
             rows = cursor.fetchall()
             cursor.execute(f"SELECT row_no, col, value, code FROM {pipeline.FAILURES} ORDER BY 1, 2, 4")
             failures = cursor.fetchall()
@@ -121,3 +122,30 @@ def test_blank_rows_keep_the_row_numbers_of_the_file(db, monkeypatch):
     )
     assert path == "copy" and count == 2
     assert [(r[0], r[-1]) for r in rows] == [(2, "00DB123456789A01"), (5, "00DB123456789A02")]
+
+
+# A Supplier's deployment instruction file (E1, E5) takes the same COPY path (INSTRUCTION_LAYOUT.copy_csv).
+INSTRUCTION_FILES: dict[str, tuple[bytes, bool]] = {
+    "guid and time": (b"guid,deploy_at\n00-DB-12-34-56-78-9A-01,2027-01-10T09:00\n00db123456789a02,\n", True),
+    "guid only": (b"GUID\r\n00DB123456789A01\r\n 00:DB:12:34:56:78:9A:02 \r\n", True),
+    "blank time and blank row": (
+        b"guid,deploy_at\n00DB123456789A01, \n,\n00DB123456789A02,2027-01-10\n",
+        True,
+    ),
+    "a GUID that is not hex": (b"guid,deploy_at\n00DB123456789A01,\n00DB123456789A0Z,2027-01-10\n", False),
+    "time first": (b"deploy_at,guid\n2027-01-10T09:00Z,00DB123456789A01\n", True),
+    "quoted time": (b'guid,deploy_at\n00DB123456789A01,"2027-01-10T09:00"\n', False),
+    "a third column": (b"guid,deploy_at\n00DB123456789A01,2027-01-10,x\n", False),
+}
+
+
+@pytest.mark.req("X3")
+@pytest.mark.req("E5")
+@pytest.mark.parametrize("name", INSTRUCTION_FILES)
+def test_an_instruction_file_stages_the_same_by_copy(db, name, monkeypatch):
+    content, by_copy = INSTRUCTION_FILES[name]
+    expected, reader_path = stage(content, copy_csv=False, monkeypatch=monkeypatch, base=INSTRUCTION_LAYOUT)
+    got, path = stage(content, copy_csv=True, monkeypatch=monkeypatch, base=INSTRUCTION_LAYOUT)
+    assert got == expected
+    assert path == ("copy" if by_copy else reader_path)
+    assert INSTRUCTION_LAYOUT.copy_csv
