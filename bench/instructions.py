@@ -1,6 +1,6 @@
 """Instruction benchmark (issue 5): figures printed, never asserted.
 
-    python -m bench.instructions [--quick] [--big N]
+    python -m bench.instructions [--quick] [--big N] [--sql] [--explain] [--only 50k|all]
 
 Needs DATABASE_URL (migrated; `make bench` gives chfw_bench) and PORTAL_TESTING=true. Builds, once, its
 own estate with a bare COPY (device model 1E570001, GUIDs 00BE..., so it never touches bench.intake's
