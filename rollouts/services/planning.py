@@ -19,7 +19,7 @@ from django.db import connection
 # count/max per hub gave the same answer row by row; this form takes a merge or hash join at 1,000,000
 # hubs (replan 13.2 s -> 7.4 s, most of it now the UPDATE itself) and unique-key lookups at 50,000.
 PLAN = """
-    SELECT rh.id, rh.planned_activation_at AS was_at, rh.activation_source AS was_source,
+    SELECT rh.id,
            r.auto_deploy_at AS automatic,
            CASE WHEN rh."group" = 'pilot' THEN b.window_end END AS pilot_end,
            CASE WHEN (rh.import_supplier_id IS NULL OR imp.deploy_at IS NOT NULL)
@@ -47,12 +47,7 @@ def replan(
 
     `supplier_id` serves "all my eligible hubs" and its withdrawal, whose hubs are exactly the Supplier's
     undistributed ones: a filter on the hub rows instead of a semi-join against a million-row temp table
-    (1,000,000 hubs: 11.2 s -> 8.8 s, bench/instructions.py).
-
-    Rows whose plan does not change are dropped before the join back to the row being updated (the plan
-    read their current values already; MATERIALIZED keeps the planner from joining the target first), so
-    an instruction that moves nothing (the first Supplier of split hubs) costs no per-hub lookup there;
-    the UPDATE keeps its own check for a row changed meanwhile."""
+    (1,000,000 hubs: 11.2 s -> 8.8 s, bench/instructions.py)."""
     only = f"AND rh.hub_id IN (SELECT hub_id FROM {hubs_table})" if hubs_table else ""
     if supplier_id is not None:
         only += " AND (rh.import_supplier_id = %(supplier)s OR rh.gas_supplier_id = %(supplier)s)"
@@ -63,17 +58,15 @@ def replan(
             f"""
             WITH plan AS ({PLAN.format(only=only)}),
                  chosen AS (
-                    SELECT id, was_at, was_source,
+                    SELECT id,
                            LEAST(automatic, pilot_end, instructed) AS at,
                            CASE WHEN instructed IS NOT NULL AND instructed <= LEAST(automatic, pilot_end)
                                      THEN 'instruction'
                                 WHEN pilot_end IS NOT NULL AND pilot_end < automatic THEN 'pilot_window'
                                 ELSE 'automatic' END AS source
-                    FROM plan),
-                 changed AS MATERIALIZED (
-                    SELECT id, at, source FROM chosen WHERE was_at IS DISTINCT FROM at OR was_source <> source)
+                    FROM plan)
             UPDATE rollouts_rollouthub rh SET planned_activation_at = c.at, activation_source = c.source
-            FROM changed c
+            FROM chosen c
             WHERE rh.id = c.id
               AND (rh.planned_activation_at IS DISTINCT FROM c.at OR rh.activation_source <> c.source)""",
             {"rollout": rollout_id, "supplier": supplier_id},
