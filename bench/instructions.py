@@ -1,6 +1,6 @@
 """Instruction benchmark (issue 5): figures printed, never asserted.
 
-    python -m bench.instructions [--quick] [--big N]
+    python -m bench.instructions [--quick] [--big N] [--sql] [--explain] [--only 50k|all]
 
 Needs DATABASE_URL (migrated; `make bench` gives chfw_bench) and PORTAL_TESTING=true. Builds, once, its
 own estate with a bare COPY (device model 1E570001, GUIDs 00BE..., so it never touches bench.intake's
@@ -162,6 +162,14 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="print each case's SQL statements slower than 50 ms, with their time",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="print the plan (auto_explain: analyze, buffers, WAL) of each statement slower than 100 ms",
+    )
+    parser.add_argument(
+        "--only", choices=("50k", "all"), default=None, help="only the 50,000-hub cases, or only all eligible"
+    )
     args = parser.parse_args(argv)
     big = args.big or (100_000 if args.quick else 1_000_000)
     _django()
@@ -173,6 +181,15 @@ def main(argv: list[str]) -> int:
     from rollouts.services.instructions import instruct_early_deployment, withdraw_instruction
 
     data = estate(big)
+    if args.explain:  # needs a superuser (LOAD); the plans arrive as LOG notices on this connection
+        connection.ensure_connection()
+        connection.connection.add_notice_handler(lambda diag: print(diag.message_primary, flush=True))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 100; SET auto_explain.log_analyze = on;"
+                " SET auto_explain.log_buffers = on; SET auto_explain.log_wal = on;"
+                " SET auto_explain.log_nested_statements = on; SET client_min_messages = log"
+            )
     rollout, users = data["rollout"], data["users"]
     auto = rollout.auto_deploy_at
     early, later = auto - dt.timedelta(days=60), auto - dt.timedelta(days=40)
@@ -232,6 +249,8 @@ def main(argv: list[str]) -> int:
             default_deploy_at=at,
         )
 
+    if args.only == "all":
+        return _all_eligible(timed, rollout, users, big, early)
     timed("file 50k (A)", lambda: by_file(users["a"], early))
     timed("file 50k (B, split)", lambda: by_file(users["b"], later))
     moved = RolloutHub.objects.filter(rollout=rollout, planned_activation_at=later).count()
@@ -247,6 +266,14 @@ def main(argv: list[str]) -> int:
             default_deploy_at=early,
         ),
     )
+    if args.only != "50k":
+        _all_eligible(timed, rollout, users, big, early)
+    return 0
+
+
+def _all_eligible(timed, rollout, users, big: int, early: dt.datetime) -> int:
+    from rollouts.services.instructions import instruct_early_deployment, withdraw_instruction
+
     timed(
         f"all eligible ({big // 1000:,}k, big)",
         lambda: instruct_early_deployment(

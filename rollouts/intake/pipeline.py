@@ -84,10 +84,13 @@ class Staging:
         )
         return self.cursor.rowcount
 
-    def create_temp(self, name: str, select_sql: str, params: Iterable[Any] = ()) -> None:
+    def create_temp(self, name: str, select_sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> None:
         """A temporary table for the rest of this transaction (dropped first: savepoints can nest)."""
         self.cursor.execute(f"DROP TABLE IF EXISTS {name}")
-        self.cursor.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select_sql}", list(params))
+        self.cursor.execute(
+            f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select_sql}",
+            params if isinstance(params, dict) else list(params),
+        )
 
     def failure_count(self) -> int:
         self.cursor.execute(f"SELECT count(*) FROM {FAILURES}")

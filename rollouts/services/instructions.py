@@ -50,9 +50,13 @@ from ..models import (
 )
 from ..models.rollouts import UK
 from .notifications import notify
-from .planning import replan, replan_supplier
+from .planning import SOLE, replan, replan_supplier
 
-INSTRUCTION_LAYOUT = Layout(kind=UploadKind.INSTRUCTION, columns={"guid": True, "deploy_at": False})
+# copy_csv: a plain CSV is staged by COPY (FORMAT csv) instead of the Python reader, with the same rows, row
+# numbers and failures (tests/rollouts/test_plain_csv.py); 50,000 rows staged in ~0.1 s instead of ~0.5 s.
+INSTRUCTION_LAYOUT = Layout(
+    kind=UploadKind.INSTRUCTION, columns={"guid": True, "deploy_at": False}, copy_csv=True
+)
 LIVE_STAGES = (Stage.NOTIFICATION, Stage.PILOTING, Stage.SAFE_LAUNCH)
 # I3: a pause means nothing is distributed or activated, but a Supplier may still record (or replace)
 # instructions: instructed times that pass during the hold revert and are "re-instructable before the
@@ -63,8 +67,12 @@ LIVE_STAGES = (Stage.NOTIFICATION, Stage.PILOTING, Stage.SAFE_LAUNCH)
 INSTRUCTABLE = (Status.ACTIVE, Status.PAUSED)
 WITHDRAWABLE = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
 NOT_DISTRIBUTED = ("pending", "scheduled")
-TOUCHED = "instruction_touched"  # temp table: hub_id (, deploy_at) of the hubs one call changes
-LOOKUP_UP_TO = 200_000  # _split_partners: hubs looked up one by one up to this many, merged above
+# temp table of the hubs one call changes: hub_id, deploy_at, and from the Supplier's own rollout hub row read
+# in the same pass, `partner` (the other Supplier of a split hub, else NULL) and `residual` (split or pilot: not
+# a hub `replan_supplier` writes by itself). _split_partners and the residual replan read these instead of
+# joining the rollout's hub rows again (each such join was a full scan for "all my eligible hubs").
+TOUCHED = "instruction_touched"
+RESIDUAL = "instruction_residual"  # temp table: hub_id of TOUCHED's residual hubs, for `replan`
 BY_SUPPLIER_FROM = 100_000  # a withdrawal of all from this many hubs is replanned by Supplier (see `replan`)
 PLAIN_INSERT_FROM = (
     100_000  # hubs in one instruction from which rows are replaced by DELETE + INSERT, not upserted
@@ -72,6 +80,12 @@ PLAIN_INSERT_FROM = (
 ANALYZE_FROM = 5_000  # hubs in one instruction from which HubInstruction statistics are refreshed
 TIMES = "instruction_times"  # temp table: each distinct deploy_at text of a file, parsed
 RESOLVED = "instruction_resolved"  # temp table: each GUID row's hub, visibility and own rollout row status
+# Over the Supplier's own rollout hub row `rh` (%(org)s): the other Supplier of a split hub, and whether the hub
+# is one `replan_supplier` does not write itself (split, or pilot: planning.SOLE negated).
+PARTNER = """CASE WHEN rh.import_supplier_id <> rh.gas_supplier_id
+                  THEN CASE WHEN rh.import_supplier_id = %(org)s THEN rh.gas_supplier_id ELSE rh.import_supplier_id END
+             END"""
+RESIDUAL_HUB = f"NOT ({SOLE})"
 # E5: the failures that make a row an "invalid GUID"; with only_valid=True those rows are dropped.
 GUID_CODES = ("guid_format", "guid_duplicate", "guid_not_yours", "guid_not_eligible", "already_distributed")
 
@@ -134,10 +148,15 @@ def _lock_rollout(rollout_id: int) -> Rollout:
     return Rollout.objects.select_for_update().get(pk=rollout_id)
 
 
-def _bulk_settings(cursor) -> None:
-    """For this transaction only: index lookups for 50k-hub lists (TOOLCHAIN "National scale": 4.7x), and no
-    JIT: its compilation took 0.1-0.4 s per bulk statement here, more than it saved."""
-    cursor.execute("SET LOCAL random_page_cost = 1.1; SET LOCAL jit = off")
+def _bulk_settings(cursor, *, lists: bool = True) -> None:
+    """For this transaction only: index lookups for 50k-hub lists (TOOLCHAIN "National scale": 4.7x; not for a
+    withdrawal, `lists` False), no JIT: its compilation took 0.1-0.4 s per bulk statement here, more than it
+    saved; and work_mem for the hash of a Supplier's million instructions (withdrawing all spilled it to
+    disk in 8 batches at the default 4 MB), as progress.py does for feeds."""
+    cursor.execute(
+        ("SET LOCAL random_page_cost = 1.1; " if lists else "")
+        + "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'"
+    )
 
 
 def _supplier_of(user: User) -> Organisation:
@@ -222,14 +241,14 @@ class InstructionHandler:
         staging.create_temp(
             RESOLVED,
             f"""SELECT r.row_no, r.guid, h.id AS hub_id,
-                       coalesce(h.import_supplier_id = %s OR h.gas_supplier_id = %s, false) AS visible,
-                       rh.status AS status
+                       coalesce(h.import_supplier_id = %(org)s OR h.gas_supplier_id = %(org)s, false) AS visible,
+                       rh.status AS status, {PARTNER} AS partner
                 FROM {ROWS} r
                 LEFT JOIN rollouts_hub h ON h.guid = r.guid_hex
-                LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %s AND rh.hub_id = h.id
-                      AND (rh.import_supplier_id = %s OR rh.gas_supplier_id = %s)
+                LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = h.id
+                      AND (rh.import_supplier_id = %(org)s OR rh.gas_supplier_id = %(org)s)
                 WHERE r.guid_hex IS NOT NULL""",
-            [org, org, rollout, org, org],
+            {"org": org, "rollout": rollout},
         )
         # guid_not_yours: unknown and others' hubs alike (P3, as `check_guids_visible`); guid_not_eligible: the
         # Supplier's hub has no row of its own in this rollout (or left it); already_distributed: its row is
@@ -309,7 +328,7 @@ class InstructionHandler:
     def apply(self, staging: Staging, upload: Upload) -> dict[str, Any]:
         staging.create_temp(
             TOUCHED,
-            f"""SELECT x.hub_id, coalesce(t.at, %s::timestamptz) AS deploy_at FROM {ROWS} r
+            f"""SELECT x.hub_id, coalesce(t.at, %s::timestamptz) AS deploy_at, x.partner FROM {ROWS} r
                 JOIN {RESOLVED} x ON x.row_no = r.row_no LEFT JOIN {TIMES} t ON t.value = r.deploy_at""",
             [self.default_deploy_at],
         )
@@ -363,18 +382,21 @@ def _record_instruction(
     kind: str,
     default_deploy_at: dt.datetime | None,
     upload: Upload | None,
+    hubs: int | None = None,
 ) -> tuple[Instruction, dict[str, Any]]:
-    """From TOUCHED (hub_id, deploy_at): the Instruction, the upserted HubInstructions, the replan.
+    """From TOUCHED (hub_id, deploy_at, partner[, residual]; `hubs` rows when the caller knows): the
+    Instruction, the upserted HubInstructions, the replan.
 
-    For "all my eligible hubs" TOUCHED is every undistributed hub of the Supplier, so the replan takes
-    them by Supplier and TOUCHED needs no index (see `replan`)."""
+    For "all my eligible hubs" TOUCHED is every undistributed hub of the Supplier (with `residual`), so the
+    replan takes them by Supplier and TOUCHED needs no index (see `replan_supplier`)."""
     every_hub = kind == InstructionKind.ALL_ELIGIBLE
     with connection.cursor() as cursor:
         cursor.execute(
             f"ANALYZE {TOUCHED}" if every_hub else f"CREATE INDEX ON {TOUCHED} (hub_id); ANALYZE {TOUCHED}"
         )
-        cursor.execute(f"SELECT count(*) FROM {TOUCHED}")
-        hubs = cursor.fetchone()[0]
+        if hubs is None:
+            cursor.execute(f"SELECT count(*) FROM {TOUCHED}")
+            hubs = cursor.fetchone()[0]
         instruction = Instruction.objects.create(
             rollout=rollout,
             supplier=supplier,
@@ -419,10 +441,10 @@ def _record_instruction(
             # bounded number of rows, and counts this transaction's own inserts.
             cursor.execute("ANALYZE rollouts_hubinstruction")
     if every_hub:  # every undistributed hub of the Supplier now has this one time
-        planned_changed = replan_supplier(rollout.pk, supplier.pk, default_deploy_at)
+        planned_changed = replan_supplier(rollout.pk, supplier.pk, default_deploy_at, _residual_hubs())
     else:
         planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
-    partners = _split_partners(rollout, supplier, hubs)
+    partners = _split_partners(rollout)
     result = {
         "rollout": rollout.pk,
         "hubs": hubs,
@@ -446,33 +468,35 @@ def _record_instruction(
     return instruction, result
 
 
-def _split_partners(rollout: Rollout, supplier: Organisation, hubs: int) -> dict[int, tuple[int, int]]:
-    """For the split hubs in TOUCHED (`hubs` rows): partner organisation -> (hubs, hubs the partner has
-    instructed). The partner's id stays in this module: notices go to it and never name anyone (P4).
+def _residual_hubs() -> str | None:
+    """RESIDUAL: TOUCHED's split and pilot hubs, which `replan_supplier` leaves to `replan`; None if there
+    are none (the common case of a Supplier's own hubs: no further pass over the rollout's hub rows)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {RESIDUAL}")
+        cursor.execute(
+            f"CREATE TEMP TABLE {RESIDUAL} ON COMMIT DROP AS SELECT hub_id FROM {TOUCHED} WHERE residual"
+        )
+        if not cursor.rowcount:
+            return None
+        cursor.execute(f"CREATE INDEX ON {RESIDUAL} (hub_id); ANALYZE {RESIDUAL}")
+    return RESIDUAL
 
-    Up to LOOKUP_UP_TO hubs, each is looked up by the unique (rollout, hub) key: as a plain join the planner
-    misjudged how many rollout hubs are split and merged TOUCHED against every hub of the rollout (50,000
-    hubs of a Supplier without split hubs: 0.6-1.0 s instead of 0.12 s). Above it, that merge is the
-    cheaper plan (1,000,000 hubs: 0.3 s merged, 2 s looked up one by one)."""
-    split_of_mine = """rh.rollout_id = %(rollout)s AND rh.hub_id = t.hub_id
-                        AND rh.import_supplier_id <> rh.gas_supplier_id
-                        AND %(org)s IN (rh.import_supplier_id, rh.gas_supplier_id)"""
-    partner = """CASE WHEN rh.import_supplier_id = %(org)s THEN rh.gas_supplier_id
-                       ELSE rh.import_supplier_id END AS partner"""
-    if hubs <= LOOKUP_UP_TO:
-        pairs = f"""FROM {TOUCHED} t CROSS JOIN LATERAL (
-                        SELECT {partner} FROM rollouts_rollouthub rh WHERE {split_of_mine} LIMIT 1) p"""
-    else:
-        pairs = f"""FROM (SELECT t.hub_id, {partner} FROM {TOUCHED} t
-                          JOIN rollouts_rollouthub rh ON {split_of_mine}) t"""
+
+def _split_partners(rollout: Rollout) -> dict[int, tuple[int, int]]:
+    """For the split hubs in TOUCHED (its `partner` column): partner organisation -> (hubs, hubs the partner
+    has instructed). The partner's id stays in this module: notices go to it and never name anyone (P4).
+
+    TOUCHED took `partner` from the Supplier's own rollout hub row when it was built, so only the split hubs
+    are looked up, each by HubInstruction's key (before: every hub of TOUCHED joined to the rollout's hub
+    rows again, 0.3-0.6 s at 50,000 hubs, a full scan at 1,000,000)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""SELECT partner, count(*), count(*) FILTER (WHERE EXISTS (
+            f"""SELECT t.partner, count(*), count(*) FILTER (WHERE EXISTS (
                         SELECT 1 FROM rollouts_hubinstruction hi
-                        WHERE hi.rollout_id = %(rollout)s AND hi.hub_id = t.hub_id AND hi.supplier_id = partner))
-                {pairs}
-                GROUP BY partner""",
-            {"rollout": rollout.pk, "org": supplier.pk},
+                        WHERE hi.rollout_id = %(rollout)s AND hi.hub_id = t.hub_id AND hi.supplier_id = t.partner))
+                FROM {TOUCHED} t WHERE t.partner IS NOT NULL
+                GROUP BY t.partner""",
+            {"rollout": rollout.pk},
         )
         return {partner: (n, k) for partner, n, k in cursor.fetchall()}
 
@@ -607,11 +631,14 @@ def _instruct(
             cursor.execute(f"DROP TABLE IF EXISTS {TOUCHED}")
             cursor.execute(
                 f"""CREATE TEMP TABLE {TOUCHED} ON COMMIT DROP AS
-                    SELECT rh.hub_id, %s::timestamptz AS deploy_at FROM rollouts_rollouthub rh
-                    WHERE rh.rollout_id = %s AND rh.status IN ('pending', 'scheduled')
-                      AND (rh.import_supplier_id = %s OR rh.gas_supplier_id = %s)""",
-                [default_deploy_at, rollout.pk, supplier.pk, supplier.pk],
+                    SELECT rh.hub_id, %(at)s::timestamptz AS deploy_at, {PARTNER} AS partner,
+                           {RESIDUAL_HUB} AS residual
+                    FROM rollouts_rollouthub rh
+                    WHERE rh.rollout_id = %(rollout)s AND rh.status IN ('pending', 'scheduled')
+                      AND (rh.import_supplier_id = %(org)s OR rh.gas_supplier_id = %(org)s)""",
+                {"at": default_deploy_at, "rollout": rollout.pk, "org": supplier.pk},
             )
+            hubs = cursor.rowcount
         instruction, result = _record_instruction(
             rollout=rollout,
             supplier=supplier,
@@ -619,6 +646,7 @@ def _instruct(
             kind=InstructionKind.ALL_ELIGIBLE,
             default_deploy_at=default_deploy_at,
             upload=None,
+            hubs=hubs,
         )
         if not result["hubs"]:
             raise ValidationError(
@@ -702,13 +730,15 @@ def withdraw_instruction(
     if (guids is None) == (not all):
         raise ValueError("Give either guids or all=True.")
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL jit = off")  # see _bulk_settings
+        _bulk_settings(cursor, lists=False)
     rollout = _rollout_for(supplier, rollout_id)
     _check_open(rollout, now, WITHDRAWABLE)
     org, asked = supplier.pk, None
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {TOUCHED}")
-        cursor.execute(f"CREATE TEMP TABLE {TOUCHED} (hub_id bigint) ON COMMIT DROP")
+        cursor.execute(
+            f"CREATE TEMP TABLE {TOUCHED} (hub_id bigint, partner bigint, residual boolean) ON COMMIT DROP"
+        )
         if guids is not None:
             asked = len(guids)
             failures = _stage_guid_list(guids)
@@ -741,8 +771,8 @@ def withdraw_instruction(
                     WHERE hi.rollout_id = %(rollout)s AND hi.supplier_id = %(org)s {chosen}
                       AND rh.rollout_id = hi.rollout_id AND rh.hub_id = hi.hub_id
                       AND rh.status IN ('pending', 'scheduled')
-                    RETURNING hi.hub_id)
-                INSERT INTO {TOUCHED} SELECT hub_id FROM gone""",
+                    RETURNING hi.hub_id, {PARTNER} AS partner, {RESIDUAL_HUB} AS residual)
+                INSERT INTO {TOUCHED} SELECT hub_id, partner, residual FROM gone""",
             {"org": org, "rollout": rollout.pk},
         )
         withdrawn = cursor.rowcount
@@ -751,10 +781,11 @@ def withdraw_instruction(
         planned_changed = 0
     elif all and withdrawn >= BY_SUPPLIER_FROM:
         # Hubs of the Supplier's that had no instruction are replanned too: they do not change (nor count).
-        planned_changed = replan_supplier(rollout.pk, org, None)  # none of its undistributed hubs has one now
+        # Split and pilot hubs: only those that had one (RESIDUAL); the others' plan does not involve it.
+        planned_changed = replan_supplier(rollout.pk, org, None, _residual_hubs())  # none has one now
     else:
         planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
-    partners = _split_partners(rollout, supplier, withdrawn) if withdrawn else {}
+    partners = _split_partners(rollout) if withdrawn else {}
     result = {
         "rollout": rollout.pk,
         "withdrawn": withdrawn,

@@ -88,10 +88,16 @@ SOLE = """(rh.import_supplier_id IS NULL OR rh.gas_supplier_id IS NULL
            OR rh.import_supplier_id = rh.gas_supplier_id) AND rh."group" <> 'pilot'"""
 
 
-def replan_supplier(rollout_id: int, supplier_id: int, at: dt.datetime | None) -> int:
+def replan_supplier(
+    rollout_id: int, supplier_id: int, at: dt.datetime | None, residual_table: str | None
+) -> int:
     """Replan every undistributed hub of one Supplier, which has just instructed all of them at `at`
     ("all my eligible hubs") or withdrawn all of them (`at` None). Returns hubs changed, as `replan`.
-    Only valid under that precondition: the caller holds the rollout lock and has just written it."""
+    Only valid under that precondition: the caller holds the rollout lock and has just written it.
+
+    The Supplier's split and pilot hubs go through `replan`: the caller, which read them when it wrote the
+    instructions, names those whose instruction changed in the temp table `residual_table` (hub_id), or
+    passes None when there are none (no second pass over the Supplier's hub rows to find them)."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -110,4 +116,6 @@ def replan_supplier(rollout_id: int, supplier_id: int, at: dt.datetime | None) -
             {"rollout": rollout_id, "supplier": supplier_id, "at": at},
         )
         changed = cursor.rowcount
-    return changed + replan(rollout_id, supplier_id=supplier_id, skip_sole=True)
+    if residual_table is None:
+        return changed
+    return changed + replan(rollout_id, hubs_table=residual_table, supplier_id=supplier_id, skip_sole=True)

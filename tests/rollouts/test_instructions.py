@@ -19,6 +19,7 @@ from django.db import connection
 from rollouts.intake.errors import RowsRejected
 from rollouts.models import (
     AuditEvent,
+    Batch,
     HubInstruction,
     Instruction,
     Notice,
@@ -491,6 +492,55 @@ def test_all_my_eligible_hubs_and_withdrawing_all_replan_each_hub_of_the_supplie
     assert planned(live, SPLIT) == planned(live, BOTH_ROLES) == (AUTO, "automatic")
     assert replan(live.pk) == 0
     assert list(HubInstruction.objects.values_list("hub__guid", "supplier__name")) == [(SPLIT, "GasCo")]
+
+
+@pytest.mark.req("E4")
+@pytest.mark.req("E3")
+@pytest.mark.req("T5")
+@pytest.mark.req("P4")
+def test_all_my_eligible_hubs_and_withdrawing_all_plan_split_and_pilot_hubs_and_count_partners(
+    live, import_supplier, gas_supplier, monkeypatch
+):
+    """The Supplier's split and pilot hubs are planned by the full rule (not the sole-hub shortcut), and
+    the receipt and partner notices count the split hubs, as for a list."""
+    both_roles = RolloutHub.objects.get(rollout=live, hub__guid=BOTH_ROLES)
+    batch = Batch.objects.create(
+        rollout=live,
+        region=both_roles.region,
+        group="pilot",
+        name="P1",
+        window_start=JAN_20 - dt.timedelta(days=5),
+        window_end=FEB_1,
+    )
+    RolloutHub.objects.filter(pk=both_roles.pk).update(group="pilot", batch=batch)
+    replan(live.pk)
+    assert planned(live, BOTH_ROLES) == (FEB_1, "pilot_window")
+    instruct(gas_supplier, live, [SPLIT], JAN_20)
+
+    instruction = instruct_early_deployment(
+        user=import_supplier, rollout_id=live.pk, all_eligible=True, default_deploy_at=JAN_10
+    )
+    assert instruction.hub_count == 2
+    assert planned(live, SPLIT) == (JAN_20, "instruction")  # E3: both instructed, the later time
+    assert planned(live, BOTH_ROLES) == (JAN_10, "instruction")  # T5: earlier than its window end
+    details = AuditEvent.objects.get(action="instruction.received", user=import_supplier).details
+    assert (details["split_hubs"], details["split_hubs_partner_instructed"]) == (1, 1)
+    assert "1 of them are split hubs" in notices(import_supplier)[-1].body
+    told = notices(gas_supplier)[-1]
+    assert told.kind == "instruction.partner_instructed"
+    assert "The other Supplier of 1 of your split hubs" in told.body
+    assert "You have instructed 1 of these hubs" in told.body
+    assert replan(live.pk) == 0
+
+    monkeypatch.setattr(service, "BY_SUPPLIER_FROM", 1)  # withdrawn by Supplier
+    result = withdraw_instruction(user=import_supplier, rollout_id=live.pk, all=True)
+    assert (result["withdrawn"], result["planned_changed"], result["split_hubs"]) == (2, 2, 1)
+    assert planned(live, SPLIT) == (AUTO, "automatic")  # E3: one withdrew
+    assert planned(live, BOTH_ROLES) == (FEB_1, "pilot_window")
+    told = notices(gas_supplier)[-1]
+    assert told.kind == "instruction.partner_withdrew" and "1 of your split hubs" in told.body
+    assert "Your own instructions for 1 of them stand" in told.body
+    assert replan(live.pk) == 0
 
 
 @pytest.mark.req("E4")

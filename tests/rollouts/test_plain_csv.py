@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from rollouts.intake import pipeline
 from rollouts.intake.errors import RowsRejected
 from rollouts.intake.pipeline import Layout, Staging
+from rollouts.services.instructions import INSTRUCTION_LAYOUT
 from rollouts.services.inventory import INVENTORY
 from rollouts.services.progress import STATUS_FEED, StatusFeedHandler
 
@@ -243,3 +244,30 @@ def test_a_feeds_times_parse_as_file_formats_says(db, monkeypatch):
     assert parsed["2028-02-29T10:00:00Z"] == (dt.datetime(2028, 2, 29, 10, tzinfo=utc), None)
     assert parsed["2026-11-27"] == (dt.datetime(2026, 11, 27, 0, tzinfo=utc), None)  # a date alone: 00:00
     assert parsed["yesterday"] == (None, "value_invalid")
+
+
+# A Supplier's deployment instruction file (E1, E5) takes the same COPY path (INSTRUCTION_LAYOUT.copy_csv).
+INSTRUCTION_FILES: dict[str, tuple[bytes, bool]] = {
+    "guid and time": (b"guid,deploy_at\n00-DB-12-34-56-78-9A-01,2027-01-10T09:00\n00db123456789a02,\n", True),
+    "guid only": (b"GUID\r\n00DB123456789A01\r\n 00:DB:12:34:56:78:9A:02 \r\n", True),
+    "blank time and blank row": (
+        b"guid,deploy_at\n00DB123456789A01, \n,\n00DB123456789A02,2027-01-10\n",
+        True,
+    ),
+    "a GUID that is not hex": (b"guid,deploy_at\n00DB123456789A01,\n00DB123456789A0Z,2027-01-10\n", False),
+    "time first": (b"deploy_at,guid\n2027-01-10T09:00Z,00DB123456789A01\n", True),
+    "quoted time": (b'guid,deploy_at\n00DB123456789A01,"2027-01-10T09:00"\n', False),
+    "a third column": (b"guid,deploy_at\n00DB123456789A01,2027-01-10,x\n", False),
+}
+
+
+@pytest.mark.req("X3")
+@pytest.mark.req("E5")
+@pytest.mark.parametrize("name", INSTRUCTION_FILES)
+def test_an_instruction_file_stages_the_same_by_copy(db, name, monkeypatch):
+    content, by_copy = INSTRUCTION_FILES[name]
+    expected, reader_path = stage(content, copy_csv=False, monkeypatch=monkeypatch, layout=INSTRUCTION_LAYOUT)
+    got, path = stage(content, copy_csv=True, monkeypatch=monkeypatch, layout=INSTRUCTION_LAYOUT)
+    assert got == expected
+    assert path == ("copy" if by_copy else reader_path)
+    assert INSTRUCTION_LAYOUT.copy_csv
