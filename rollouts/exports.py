@@ -24,6 +24,8 @@ from typing import IO, Any
 
 from django.db import connection, transaction
 
+from .intake.readers import column_letter
+
 BOM = "\ufeff"
 BOM_BYTES = BOM.encode()
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\x00")
@@ -250,19 +252,10 @@ def xml_text_sql(expr: str) -> str:
     return f"CASE WHEN {expr} ~ '[&<>\\\\\\x01-\\x1f]|_x[0-9A-Fa-f]{{4}}_' THEN {slow} ELSE {expr} END"
 
 
-def _column_letter(index: int) -> str:
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
-
-
 def _cell_head(column: int, row: int | str, *, guid: bool, preserve: bool) -> str:
     style = f' s="{_TEXT_STYLE}"' if guid else ""
     space = ' xml:space="preserve"' if preserve else ""
-    return f'<c r="{_column_letter(column)}{row}"{style} t="inlineStr"><is><t{space}>'
+    return f'<c r="{column_letter(column)}{row}"{style} t="inlineStr"><is><t{space}>'
 
 
 _CELL_TAIL = "</t></is></c>"
@@ -275,7 +268,7 @@ def _sheet_start(columns: Sequence[str], guid_columns: Sequence[str]) -> str:
         if name in guid_columns
     )
     header = "".join(
-        f'<c r="{_column_letter(i)}1" s="{_BOLD_STYLE}" t="inlineStr"><is><t>{xml_text(name)}</t></is></c>'
+        f'<c r="{column_letter(i)}1" s="{_BOLD_STYLE}" t="inlineStr"><is><t>{xml_text(name)}</t></is></c>'
         for i, name in enumerate(columns)
     )
     return (

@@ -209,19 +209,6 @@ def test_blank_rows_keep_the_row_numbers_of_the_file(db, monkeypatch):
     assert [(r[0], r[-1]) for r in rows] == [(2, "00DB123456789A01"), (5, "00DB123456789A02")]
 
 
-@pytest.mark.req("X3")
-@pytest.mark.req("PL9")
-@pytest.mark.parametrize("name", FEED_FILES)
-def test_a_status_feed_stages_and_parses_its_times_the_same_either_way(db, name, monkeypatch):
-    content, by_copy = FEED_FILES[name]
-    expected, reader_path = stage(content, copy_csv=False, monkeypatch=monkeypatch, layout=STATUS_FEED)
-    got, path = stage(content, copy_csv=True, monkeypatch=monkeypatch, layout=STATUS_FEED)
-    assert got == expected
-    assert reader_path in ("reader", "header")
-    assert path == ("copy" if by_copy else reader_path)
-    assert STATUS_FEED.copy_csv  # the feed layout takes this path
-
-
 def test_a_feeds_times_parse_as_file_formats_says(db, monkeypatch):
     """FILE_FORMATS.md "Times": an offset or Z as given, UK local time without one, clock changes refused."""
     (_, _, _, times), path = stage(
@@ -262,12 +249,19 @@ INSTRUCTION_FILES: dict[str, tuple[bytes, bool]] = {
 
 
 @pytest.mark.req("X3")
+@pytest.mark.req("PL9")
 @pytest.mark.req("E5")
-@pytest.mark.parametrize("name", INSTRUCTION_FILES)
-def test_an_instruction_file_stages_the_same_by_copy(db, name, monkeypatch):
-    content, by_copy = INSTRUCTION_FILES[name]
-    expected, reader_path = stage(content, copy_csv=False, monkeypatch=monkeypatch, layout=INSTRUCTION_LAYOUT)
-    got, path = stage(content, copy_csv=True, monkeypatch=monkeypatch, layout=INSTRUCTION_LAYOUT)
+@pytest.mark.parametrize(
+    ("layout", "name"),
+    [(STATUS_FEED, name) for name in FEED_FILES] + [(INSTRUCTION_LAYOUT, name) for name in INSTRUCTION_FILES],
+    ids=lambda v: v if isinstance(v, str) else v.kind,
+)
+def test_feeds_and_instruction_files_stage_the_same_either_way(db, layout, name, monkeypatch):
+    """Status feeds (with each time parsed) and instruction files take the COPY path too: same rows either way."""
+    content, by_copy = (FEED_FILES if layout is STATUS_FEED else INSTRUCTION_FILES)[name]
+    expected, reader_path = stage(content, copy_csv=False, monkeypatch=monkeypatch, layout=layout)
+    got, path = stage(content, copy_csv=True, monkeypatch=monkeypatch, layout=layout)
     assert got == expected
+    assert reader_path in ("reader", "header")
     assert path == ("copy" if by_copy else reader_path)
-    assert INSTRUCTION_LAYOUT.copy_csv
+    assert layout.copy_csv  # the layout takes this path
