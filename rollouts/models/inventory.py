@@ -109,7 +109,8 @@ class Hub(models.Model):
         indexes = [
             models.Index(fields=["import_supplier"], name="hub_import_supplier"),
             models.Index(fields=["gas_supplier"], name="hub_gas_supplier"),
-            models.Index(fields=["device_model", "firmware_version"], name="hub_model_version"),
+            # Not the firmware version: an activation's version update (U3) stays HOT (migration 0017).
+            models.Index(fields=["device_model"], name="hub_device_model"),
             models.Index(fields=["region"], name="hub_region"),
         ]
 

@@ -229,7 +229,7 @@ class ActivationSource(models.TextChoices):
 class RolloutHub(models.Model):
     """One eligible hub of one rollout (N2), with its Suppliers and region copied at publication.
 
-    The table takes most bulk writes: fillfactor 45 (migration 0014), so one statement can rewrite every
+    The table takes most bulk writes: fillfactor 45 (migration 0015), so one statement can rewrite every
     row of a page as a HOT update, and no index on often-changed columns such as `status`; dashboards
     read RolloutCounter instead.
     """

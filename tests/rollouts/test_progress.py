@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
+from django.db import connection
 from django.utils import timezone
 
 from rollouts.models import (
@@ -143,6 +144,32 @@ def test_a_feed_moves_hubs_forward_keeps_the_timeline_and_updates_the_smi(piloti
         "activated",
     ]
     assert counter_mismatches() == []
+
+
+def _hub_updates() -> tuple[int, int]:
+    """This transaction's row updates of the hub table so far: (all, HOT)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_stat_get_xact_tuples_updated('rollouts_hub'::regclass),"
+            " pg_stat_get_xact_tuples_hot_updated('rollouts_hub'::regclass)"
+        )
+        return cursor.fetchone()
+
+
+@pytest.mark.req("U3")
+def test_the_smi_version_update_of_an_activation_is_a_hot_update(piloting, csp_north, estate):
+    """An activation rewrites the hub's version in the SMI in place (a HOT update: no index entry), which
+    a 30M-row table only allows when no index holds the columns it writes and its pages keep room."""
+    feed(csp_north, piloting, (SPLIT, "distributed", ago(4)), (BOTH, "distributed", ago(4)))
+    before = _hub_updates()
+    upload = feed(csp_north, piloting, (SPLIT, "activated", ago(3)), (BOTH, "activated", ago(3)))
+    assert upload.summary["smi_versions_updated"] == 2
+    assert Hub.objects.filter(guid__in=[SPLIT, BOTH], firmware_version=estate["v2"]).count() == 2
+    updated, hot = (after - was for after, was in zip(_hub_updates(), before, strict=True))
+    assert (updated, hot) == (2, 2)
+    with connection.cursor() as cursor:  # the room on each page, for estates loaded by COPY
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'rollouts_hub'")
+        assert "fillfactor=90" in cursor.fetchone()[0]
 
 
 @pytest.mark.req("PL9")
