@@ -12,7 +12,9 @@ committed as in production (the rollout lock, staging, HubInstruction upsert, re
   file 50k (B, split)    the same hubs by B: all 50,000 move to the later time
   file 50k replace (A)   A replaces its instruction with a later time
   withdraw 50k (A)       A withdraws all: the hubs return to the automatic time
-  selection 50k (big)    a list of 50,000 GUIDs
+  selection 50k (big)    a list of 50,000 GUIDs (the Supplier's first: neighbours in the tables)
+  selection 50k spread   50,000 GUIDs spread over its 1,000,000 (every 20th: each on its own pages),
+                         at another time (2,500 of them replace the previous selection's)
   all eligible (big)     "all my eligible hubs" for the big Supplier (N hubs)
   withdraw all (big)     and back
 """
@@ -264,6 +266,16 @@ def main(argv: list[str]) -> int:
             rollout_id=rollout.pk,
             guids=[guid(1, i) for i in range(SPLIT_HUBS)],
             default_deploy_at=early,
+        ),
+    )
+    step = max(big // SPLIT_HUBS, 1)  # every k-th hub: about one on each page of the rollout's rows
+    timed(
+        "selection 50k spread (big)",
+        lambda: instruct_early_deployment(
+            user=users["big"],
+            rollout_id=rollout.pk,
+            guids=[guid(1, i) for i in range(0, step * SPLIT_HUBS, step)][:SPLIT_HUBS],
+            default_deploy_at=later,
         ),
     )
     if args.only != "50k":

@@ -1,6 +1,7 @@
 """Status feed benchmark (PL9, SL4, U3, B1): figures printed, never asserted.
 
-    python -m bench.progress [--records N] [--repeat N] [--hubs-per-region N] [--distinct-times] [--sql] [--explain REGEX] [--profile]
+    python -m bench.progress [--records N] [--repeat N] [--hubs-per-region N] [--clustered]
+                             [--distinct-times] [--sql] [--explain REGEX] [--profile]
 
 --distinct-times: every record has its own `at` text (1 µs apart), as real feeds do, instead of one
 time for the whole feed. Profiling, for finding where a feed's time goes:
@@ -13,9 +14,13 @@ The URL patterns are loaded before the first feed (a running server has them loa
 
 Needs DATABASE_URL (migrated), as `make bench` provides. Reuses the schedules bench's estate (model
 5C4ED001, hubs created once with a bare COPY), grown to --hubs-per-region hubs in each region (default
-1,000,000: 3M hubs, so a 50,000-hub batch is 1.7% of the table, one hub in 60 on each page, as a batch is
-spread over the national estate; the batch's hubs are the first in GUID order, which is not id order). Each run publishes a fresh operational rollout (the
-previous one is superseded), starts safe launch, puts --records north hubs (default 50,000) in one
+1,000,000: 3M hubs). The batch's hubs are every k-th north hub by id, spread over the hub table as a
+batch is over the national estate (a 50,000-hub batch: one hub in 60, about one on each page). With
+--clustered they are the first north hubs in GUID order instead, which for the bench's GUIDs fill
+a few thousand pages (461 pages hold nothing else): the worst case for in-place (HOT) updates.
+Each run first deletes the per-rollout hub rows of the earlier bench rollouts, so every run measures
+against the same tables (otherwise each run adds 3M rows, 1.2 GB, and the figures drift upwards).
+Then it publishes a fresh operational rollout (the previous one is superseded), starts safe launch, puts --records north hubs (default 50,000) in one
 safe launch batch (A08, through the service), then measures submit_status_feed through the whole
 service (file kept and hashed, read, COPY to staging, checks, one UPDATE … FROM with exact counter
 deltas, timeline events, SMI versions, aggregated notices, the B1 check):
@@ -93,6 +98,22 @@ class _SqlTimes:
             _say(f"    {seconds * 1000:8.1f} ms  {sql[:150]}")
 
 
+def _spread_north_guids(rollout, count: int) -> list[str]:
+    """`count` north hubs of the rollout spread evenly over the hub table (every k-th by id)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT guid FROM (
+                   SELECT h.guid, row_number() OVER (ORDER BY h.id) AS n, count(*) OVER () AS total
+                   FROM rollouts_rollouthub rh JOIN rollouts_hub h ON h.id = rh.hub_id
+                   WHERE rh.rollout_id = %s AND rh.region = 'north') s
+               WHERE (n - 1) %% greatest(total / %s, 1) = 0 ORDER BY n LIMIT %s""",
+            [rollout.pk, count, count],
+        )
+        return [guid for (guid,) in cursor.fetchall()]
+
+
 def run(
     records: int,
     repeat: int,
@@ -101,6 +122,7 @@ def run(
     profile: bool = False,
     distinct_times: bool = False,
     hubs_per_region: int = 0,
+    clustered: bool = False,
 ) -> dict[str, list[float]]:
     from django.db import connection
     from django.utils import timezone
@@ -115,9 +137,18 @@ def run(
     model, v1, v2 = _estate(max(records, hubs_per_region, 1), parties["supplier"].pk)
     times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     for _ in range(repeat):
+        with (
+            connection.cursor() as cursor
+        ):  # bench setup: every run meets the same tables (see the docstring)
+            cursor.execute(
+                "DELETE FROM rollouts_rollouthub WHERE rollout_id IN"
+                " (SELECT id FROM rollouts_rollout WHERE device_model_id = %s)",
+                [model.pk],
+            )
+            cursor.execute("VACUUM rollouts_rollouthub")
         rollout = _publish(parties, v1, v2)
         start_safe_launch_without_pilot(user=parties["dcc"], rollout_id=rollout.pk)
-        guids = _north_guids(rollout, records)
+        guids = _north_guids(rollout, records) if clustered else _spread_north_guids(rollout, records)
         now = timezone.now()
         upload = upload_safe_launch_schedule(
             user=parties["csp"],
@@ -179,6 +210,11 @@ def main() -> None:
         default=1_000_000,
         help="estate size: a feed's hubs are spread over it, as a batch is over the national estate",
     )
+    parser.add_argument(
+        "--clustered",
+        action="store_true",
+        help="the batch's hubs are the first north hubs in GUID order: a few thousand pages, most full of them",
+    )
     parser.add_argument("--sql", action="store_true", help="print each feed's statements over 20 ms")
     parser.add_argument(
         "--distinct-times",
@@ -205,6 +241,7 @@ def main() -> None:
             options.profile,
             options.distinct_times,
             options.hubs_per_region,
+            options.clustered,
         )
     labels = {
         "a": f"feed of {options.records:,} records (97% activated, 3% failed)",

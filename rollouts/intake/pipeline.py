@@ -104,6 +104,8 @@ class Handler(Protocol):
     file in a later transaction than the one that received it: `begin()` runs first in the applying
     transaction (lock the rollout, check that it still accepts the file, raising `reject_file` if
     not), and `finish(upload)` runs after an applied upload in the same transaction (its notices).
+    A handler whose `finish` tells the sender the result sets `notifies_applied = True`: the background
+    path then sends no "your file was applied" notice of its own.
     """
 
     layout: Layout
@@ -563,18 +565,24 @@ def process_upload_in_worker(
             return upload
         upload.summary = {**upload.summary, "attempts": attempts + 1}
         upload.save(update_fields=["summary"])
-    upload = process_upload(upload_id, resolve_handler(handler_path, handler_kwargs), dedupe=dedupe)
-    _notify_result(upload)
+    handler = resolve_handler(handler_path, handler_kwargs)
+    upload = process_upload(upload_id, handler, dedupe=dedupe)
+    _notify_result(upload, handler)
     return upload
 
 
-def _notify_result(upload: Upload) -> None:
-    """Issue 7: the sender of a background upload may have left its page; a notice carries the result."""
+def _notify_result(upload: Upload, handler: Handler | None = None) -> None:
+    """Issue 7: the sender of a background upload may have left its page; a notice carries the result.
+
+    A handler whose `finish` already told the sender what it applied (`notifies_applied`: an
+    instruction's receipt, E5) gets no second notice for the same file."""
     from ..services.notifications import notify  # services import the pipeline
 
     name = upload.name if len(upload.name) <= 120 else f"{upload.name[:119]}…"
     what = f"Your file {name} ({upload.get_kind_display()})"
     if upload.state == UploadState.APPLIED:
+        if getattr(handler, "notifies_applied", False) and "same_as_upload" not in upload.summary:
+            return
         subject = f"Your file {name} was applied"
         body = f"{what} was applied: {upload.row_count or 0:,} row(s). Its upload page shows the details."
     elif upload.state == UploadState.REJECTED:

@@ -20,7 +20,7 @@ import csv
 import datetime as dt
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
@@ -214,6 +214,7 @@ class InstructionHandler:
     default_deploy_at: dt.datetime | None
     only_valid: bool
     layout: Layout = INSTRUCTION_LAYOUT
+    notifies_applied: ClassVar[bool] = True  # the receipt (E5) is the background upload's result notice
     dropped: int = 0
     result: dict[str, Any] = field(default_factory=dict)
     instruction: Instruction | None = None
