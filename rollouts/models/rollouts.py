@@ -237,9 +237,14 @@ class RolloutHub(models.Model):
     # At publication this table takes 1-10 million rows in one INSERT … SELECT. Hub and Supplier ids
     # are copied from rollouts_hub (whose rows, like organisations, are never deleted), so they carry
     # no foreign-key constraint: deferred FK checks cost 22 µs a row at commit (4.4 s per 200,000 hubs
-    # measured), more than the insert itself. `rollout` keeps its constraint; the unique
+    # measured), more than the insert itself. Nor do `rollout` and `batch` (migration 0018): the rollout's
+    # check alone was 5.7 s of a 12.1 s insert of 1,025,000 rows (bench/lifecycle.py), and every batch
+    # assignment queued one. A published rollout is never deleted and the ORM PROTECTs both; the one
+    # DELETE of batches (a replaced default schedule) skips any batch that still holds a hub. The unique
     # (rollout, hub) index serves lookups by rollout, so neither FK gets an index of its own.
-    rollout = models.ForeignKey(Rollout, on_delete=models.PROTECT, related_name="hubs", db_index=False)
+    rollout = models.ForeignKey(
+        Rollout, on_delete=models.PROTECT, related_name="hubs", db_index=False, db_constraint=False
+    )
     hub = models.ForeignKey(
         "rollouts.Hub",
         on_delete=models.DO_NOTHING,
@@ -276,7 +281,13 @@ class RolloutHub(models.Model):
     )
     supplier_changed = models.BooleanField(default=False)  # E6: marked on inventory change, completed later
     batch = models.ForeignKey(
-        "rollouts.Batch", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+        "rollouts.Batch",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     in_default_pilot = models.BooleanField(
         default=False, db_default=False

@@ -8,10 +8,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.core import mail
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import ProtectedError
 
 from rollouts import selectors
 from rollouts.models import (
     AuditEvent,
+    Batch,
     FirmwareVersion,
     Notice,
     ProposalState,
@@ -116,6 +118,31 @@ def test_publication_creates_eligibility_set_based(draft, dcc, dcc_2, estate):
         rollout.auto_deploy_at,
     )
     assert first.import_supplier.name == "Volt Energy" and first.gas_supplier.name == "GasCo"
+
+
+@pytest.mark.req("N2")
+def test_a_published_rollout_and_a_batch_that_holds_hubs_cannot_be_deleted(draft, dcc, dcc_2, estate):
+    """The rollout's hub rows carry no database FK (migration 0018: publishing stays fast); the ORM
+    refuses to delete what they refer to, and nothing is lost."""
+    rollout = publish(draft, dcc, dcc_2)
+    # Test setup: a batch row and one hub in it, as a CSP's schedule would leave them.
+    batch = Batch.objects.create(
+        rollout=rollout,
+        name="B1",
+        region="north",
+        group="safe_launch",
+        window_start=rollout.auto_deploy_at - dt.timedelta(days=10),
+        window_end=rollout.auto_deploy_at - dt.timedelta(days=9),
+    )
+    RolloutHub.objects.filter(rollout=rollout, hub__guid="00DB000000000001").update(batch=batch)
+    with pytest.raises(ProtectedError) as refused:
+        batch.delete()
+    assert {type(o) for o in refused.value.protected_objects} == {RolloutHub}
+    with pytest.raises(ProtectedError) as refused:
+        Rollout.objects.get(pk=rollout.pk).delete()
+    assert RolloutHub in {type(o) for o in refused.value.protected_objects}
+    assert RolloutHub.objects.filter(rollout=rollout).count() == 4
+    assert RolloutHub.objects.get(rollout=rollout, hub__guid="00DB000000000001").batch == batch
 
 
 @pytest.mark.req("U1")
