@@ -12,9 +12,31 @@ from urllib.parse import urlsplit, urlunsplit
 
 def inv_url(url: str) -> str:
     """The second bench database (load_inventory into an empty hub table): NAME -> NAME_inv."""
+    return suffixed_url(url, "inv")
+
+
+def suffixed_url(url: str, suffix: str) -> str:
+    """NAME -> NAME_suffix: a bench module's own database, so its estate leaves the others' figures alone."""
     parts = urlsplit(url)
     name = parts.path.lstrip("/") or "chfw_bench"
-    return urlunsplit(parts._replace(path=f"/{name}_inv"))
+    return urlunsplit(parts._replace(path=f"/{name}_{suffix}"))
+
+
+def use_own_database(suffix: str) -> str:
+    """Point DATABASE_URL (default chfw_bench) at NAME_suffix, created and migrated when needed; before
+    Django is set up. Returns the URL."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    url = suffixed_url(
+        os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/chfw_bench"), suffix
+    )
+    ensure(url)
+    os.environ["DATABASE_URL"] = url
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=root, check=True)
+    return url
 
 
 def ensure(url: str) -> bool:

@@ -15,11 +15,9 @@ import io
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 HUBS = int(os.environ.get("BENCH_LIFE_HUBS", "1000000"))
@@ -27,18 +25,10 @@ DELTA = 50_000
 SUPPLIERS = ["alpha-energy", "beacon-power", "cobalt-gas", "delta-utilities"]
 
 
-def life_url(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{parts.path.lstrip('/') or 'chfw_bench'}_life"))
-
-
 def setup_database() -> None:
-    from bench.db import ensure
+    from bench.db import use_own_database
 
-    url = life_url(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/chfw_bench"))
-    ensure(url)
-    os.environ["DATABASE_URL"] = url
-    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, check=True)
+    use_own_database("life")
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chfw_portal.settings")

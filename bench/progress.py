@@ -12,9 +12,9 @@ savepoint that is rolled back (its plan printed), then for real;
 --profile: each feed under cProfile, its 30 costliest calls (cumulative).
 The URL patterns are loaded before the first feed (a running server has them loaded): not a feed's time.
 
-Needs DATABASE_URL (migrated), as `make bench` provides. Reuses the schedules bench's estate (model
-5C4ED001, hubs created once with a bare COPY), grown to --hubs-per-region hubs in each region (default
-1,000,000: 3M hubs). The batch's hubs are every k-th north hub by id, spread over the hub table as a
+Runs in its own database, DATABASE_URL's name + "_feed" (default chfw_bench_feed), created and migrated
+here. Builds the schedules bench's estate there (model 5C4ED001, hubs created once with a bare COPY),
+--hubs-per-region hubs in each region (default 1,000,000: 3M hubs). The batch's hubs are every k-th north hub by id, spread over the hub table as a
 batch is over the national estate (a 50,000-hub batch: one hub in 60, about one on each page). With
 --clustered they are the first north hubs in GUID order instead, which for the bench's GUIDs fill
 a few thousand pages (461 pages hold nothing else): the worst case for in-place (HOT) updates.
@@ -43,6 +43,7 @@ import re
 import statistics
 from time import perf_counter
 
+from bench.db import use_own_database
 from bench.schedules import REGIONS, _django, _estate, _file, _north_guids, _parties, _publish, _say
 
 
@@ -226,9 +227,11 @@ def main() -> None:
         "--explain", metavar="TEXT", help="EXPLAIN (ANALYZE, BUFFERS) statements containing TEXT"
     )
     options = parser.parse_args()
+    url = use_own_database("feed")  # its 3M-hub estate stays out of bench.schedules' figures
     _django()
     _say(
-        f"Status feed bench: {options.records:,} records, {options.repeat} run(s), regions {', '.join(REGIONS)}"
+        f"Status feed bench: {options.records:,} records, {options.repeat} run(s), regions {', '.join(REGIONS)},"
+        f" database {url.rsplit('/', 1)[-1]}"
     )
     from rollouts.intake.pipeline import applied_here
 
