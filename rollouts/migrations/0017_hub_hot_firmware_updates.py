@@ -9,7 +9,8 @@ class Migration(migrations.Migration):
     version in the (device_model, firmware_version) index and full pages (the estate is loaded by COPY at
     fillfactor 100), every such update wrote a new row version on another page and an entry in each of
     the six indexes: 48,484 activations took 0.69-0.76 s of a 1.6 s feed (bench/progress.py). With no
-    index on the version and 10% of each page kept free, the same update is HOT: 0.14 s.
+    index on the version and room on each page, the same update is HOT: 0.14 s on a copy of the table.
+    On a 3M-hub estate a 50,000-record feed went from 4.02 s to 2.84 s (medians of 3, hubs spread).
 
     - The index on the device model alone serves what the old one served (eligibility at publication
       reads every hub of the model whatever its version; the version is a filter on the same rows).

@@ -13,6 +13,7 @@ class Migration(migrations.Migration):
     (tests/rollouts/test_lifecycle.py), published rollouts are never deleted, and the only DELETE of
     batches skips those that hold a hub.
     """
+
     dependencies = [
         ("rollouts", "0017_hub_hot_firmware_updates"),
     ]
