@@ -14,8 +14,9 @@ The URL patterns are loaded before the first feed (a running server has them loa
 
 Runs in its own database, DATABASE_URL's name + "_feed" (default chfw_bench_feed), created and migrated
 here. Builds the schedules bench's estate there (model 5C4ED001, hubs created once with a bare COPY),
---hubs-per-region hubs in each region (default 1,000,000: 3M hubs). The batch's hubs are every k-th north hub by id, spread over the hub table as a
-batch is over the national estate (a 50,000-hub batch: one hub in 60, about one on each page). With
+--hubs-per-region hubs in each region (default 1,000,000: 3M hubs; 200,000 with BENCH_QUICK=1). The
+batch's hubs are every k-th north hub by id, spread over the hub table as a batch is over the national
+estate (a 50,000-hub batch in 3M hubs: one hub in 60, about one on each page). With
 --clustered they are the first north hubs in GUID order instead, which for the bench's GUIDs fill
 a few thousand pages (461 pages hold nothing else): the worst case for in-place (HOT) updates.
 Each run first deletes the per-rollout hub rows of the earlier bench rollouts, so every run measures
@@ -208,8 +209,9 @@ def main() -> None:
     parser.add_argument(
         "--hubs-per-region",
         type=int,
-        default=1_000_000,
-        help="estate size: a feed's hubs are spread over it, as a batch is over the national estate",
+        default=200_000 if os.environ.get("BENCH_QUICK") else 1_000_000,
+        help="estate size: a feed's hubs are spread over it, as a batch is over the national estate"
+        " (default 1,000,000; 200,000 with BENCH_QUICK=1)",
     )
     parser.add_argument(
         "--clustered",
