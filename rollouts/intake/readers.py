@@ -579,7 +579,11 @@ def _checked_lines(text: io.TextIOWrapper) -> Iterator[str]:
 # --------------------------------------------------------------------------------------------
 
 PLAIN_CHUNK = 512 * 1024  # < MAX_CSV_LINE: a line longer than the limit always spans two chunks
-_NOT_PLAIN_BYTES = (b'"', b"\\", b"'", b"\x00")
+_NOT_PLAIN_BYTES = (b'"', b"\\", b"\x00")
+# `unescape` drops an apostrophe that starts a cell when one of ESCAPED_STARTS follows it; COPY would keep
+# it. A file holding any such pair (anywhere: a superset of the cells concerned) goes to the reader; any
+# other apostrophe ("didn't join") is plain text, read the same both ways.
+_ESCAPE_PAIRS = tuple(b"'" + start.encode() for start in sorted(ESCAPED_STARTS))
 
 
 class NotPlain(Exception):
@@ -623,7 +627,7 @@ def plain_csv(
         line = line[:-1]
     else:
         return None  # no data row, a bare CR line end, or an overlong line: the reader decides
-    if b"\r" in line or any(ch in line for ch in _NOT_PLAIN_BYTES):
+    if b"\r" in line or b"'" in line or any(ch in line for ch in _NOT_PLAIN_BYTES):
         return None
     try:
         fields = line.decode("utf-8").split(",")
@@ -639,7 +643,7 @@ def plain_rows(fileobj: IO[bytes], plain: PlainCsv) -> Iterator[bytes]:
     """The data rows of a plain CSV file as byte chunks for COPY; NotPlain as soon as one is not plain.
 
     Checked on the way, so that COPY reads what the reader would: valid UTF-8, no quote, backslash
-    (COPY's end-of-data marker), apostrophe (the reader unescapes exported cells) or NUL, CR only in
+    (COPY's end-of-data marker), apostrophe before an escaped start (`_ESCAPE_PAIRS`) or NUL, CR only in
     CRLF, no line over MAX_CSV_LINE. Line ends at the end of the file are dropped (blank rows, which
     the reader skips). COPY itself refuses ragged rows, blank lines and mixed line ends: the caller
     treats its error as NotPlain too.
@@ -647,6 +651,7 @@ def plain_rows(fileobj: IO[bytes], plain: PlainCsv) -> Iterator[bytes]:
     decoder = codecs.getincrementaldecoder("utf-8")()
     fileobj.seek(plain.data_start)
     carry = b""
+    tail = b""  # the previous chunk's last byte when no line end followed it: a pair may span two chunks
     run = 0  # bytes of the current line so far
     while chunk := fileobj.read(PLAIN_CHUNK):
         buffer = carry + chunk
@@ -655,7 +660,10 @@ def plain_rows(fileobj: IO[bytes], plain: PlainCsv) -> Iterator[bytes]:
         if not body:
             continue
         if any(ch in body for ch in _NOT_PLAIN_BYTES):
-            raise NotPlain("quote, backslash, apostrophe or NUL")
+            raise NotPlain("quote, backslash or NUL")
+        if any(pair in tail + body for pair in _ESCAPE_PAIRS):
+            raise NotPlain("an apostrophe that the reader removes")
+        tail = b"" if carry else body[-1:]
         if b"\r" in body and body.count(b"\r") != body.count(b"\r\n"):
             raise NotPlain("a CR that does not end a CRLF line")
         try:

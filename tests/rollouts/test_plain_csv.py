@@ -16,7 +16,7 @@ import io
 import pytest
 from django.db import connection, transaction
 
-from rollouts.intake import pipeline
+from rollouts.intake import pipeline, readers
 from rollouts.intake.errors import RowsRejected
 from rollouts.intake.pipeline import Layout, Staging
 from rollouts.services.instructions import INSTRUCTION_LAYOUT
@@ -146,11 +146,23 @@ FEED_FILES: dict[str, tuple[bytes, bool]] = {
         FEED_HEADER + b'00DB123456789A09,failed,2026-11-27T10:00:00Z,"HAN join, then timeout",\n',
         False,
     ),
-    "an apostrophe in a reason": (
+    "an apostrophe in a reason": (  # plain text both ways: the reader only removes an escape's apostrophe
         FEED_HEADER + b"00DB123456789A0A,failed,2026-11-27T10:00:00Z,HAN didn't join,\n",
-        False,
+        True,
+    ),
+    "an apostrophe starting a reason": (
+        FEED_HEADER + b"00DB123456789A0D,failed,2026-11-27T10:00:00Z,'HAN' timeout,\n",
+        True,
     ),
     "an exported escape": (FEED_HEADER + b"00DB123456789A0B,failed,2026-11-27T10:00:00Z,'-1 dBm,\n", False),
+    "an exported escape of each kind": (
+        FEED_HEADER
+        + b"".join(
+            b"00DB123456789A1%d,failed,2026-11-27T10:00:00Z,'%sx,\n" % (n, start)
+            for n, start in enumerate((b"=", b"+", b"@", b"\t"))
+        ),
+        False,
+    ),
     "a short row": (FEED_HEADER + FEED_A + b"00DB123456789A0C,scheduled\n", False),
     "header only": (FEED_HEADER, False),
 }
@@ -199,6 +211,18 @@ def test_copy_stages_what_the_reader_stages(db, name, monkeypatch, settings):
     assert got == expected
     assert reader_path in ("reader", "header")
     assert path == ("copy" if by_copy else reader_path)
+
+
+@pytest.mark.req("X3")
+def test_an_exported_escape_split_between_two_reads_still_goes_to_the_reader(db, monkeypatch):
+    """The apostrophe and the = of `'=gasco` arrive in two reads of the file: the pair is still seen."""
+    content = FILES["an exported escape"][0]
+    (escape,) = [i for i in range(len(content)) if content.startswith(b"'=", i)]  # the file's only pair
+    monkeypatch.setattr(readers, "PLAIN_CHUNK", escape + 1 - len(HEADER))  # the first read ends with the '
+    expected, _ = stage(content, copy_csv=False, monkeypatch=monkeypatch)
+    got, path = stage(content, copy_csv=True, monkeypatch=monkeypatch)
+    assert got == expected
+    assert path == "reader"
 
 
 def test_blank_rows_keep_the_row_numbers_of_the_file(db, monkeypatch):
