@@ -5,8 +5,9 @@
 
 --distinct-times: every record has its own `at` text (1 µs apart), as real feeds do, instead of one
 time for the whole feed. Profiling, for finding where a feed's time goes:
---sql: each feed's statements that take 20 ms or more, slowest first, with the share the database
-took (django.db.connection.execute_wrapper; the commit and Python are the rest);
+--sql: each feed's statements that take 20 ms or more (BENCH_SQL_MIN_MS=N for N ms), slowest first,
+with the share the database took (django.db.connection.execute_wrapper; the commit and Python are the
+rest);
 --explain REGEX: each statement matching REGEX first runs under EXPLAIN (ANALYZE, BUFFERS) inside a
 savepoint that is rolled back (its plan printed), then for real;
 --profile: each feed under cProfile, its 30 costliest calls (cumulative).
@@ -21,10 +22,11 @@ estate (a 50,000-hub batch in 3M hubs: one hub in 60, about one on each page). W
 a few thousand pages (461 pages hold nothing else): the worst case for in-place (HOT) updates.
 Each run first deletes the per-rollout hub rows of the earlier bench rollouts, so every run measures
 against the same tables (otherwise each run adds 3M rows, 1.2 GB, and the figures drift upwards).
-Then it publishes a fresh operational rollout (the previous one is superseded), starts safe launch, puts --records north hubs (default 50,000) in one
-safe launch batch (A08, through the service), then measures submit_status_feed through the whole
-service (file kept and hashed, read, COPY to staging, checks, one UPDATE … FROM with exact counter
-deltas, timeline events, SMI versions, aggregated notices, the B1 check):
+Then it publishes a fresh operational rollout (the previous one is superseded), starts safe launch,
+puts --records north hubs (default 50,000) in one safe launch batch (A08, through the service), then
+measures submit_status_feed through the whole service (file kept and hashed, read, COPY to staging,
+checks, one UPDATE … FROM with exact counter deltas, timeline events, SMI versions, aggregated notices,
+the B1 check):
 
 a. a feed of N records: 97% activated on the target version, 3% failed with a reason;
 b. the same feed again (every record already in the timeline: nothing moves);
@@ -139,9 +141,8 @@ def run(
     model, v1, v2 = _estate(max(records, hubs_per_region, 1), parties["supplier"].pk)
     times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     for _ in range(repeat):
-        with (
-            connection.cursor() as cursor
-        ):  # bench setup: every run meets the same tables (see the docstring)
+        # Bench setup: every run meets the same tables (see the docstring).
+        with connection.cursor() as cursor:
             cursor.execute(
                 "DELETE FROM rollouts_rollouthub WHERE rollout_id IN"
                 " (SELECT id FROM rollouts_rollout WHERE device_model_id = %s)",
