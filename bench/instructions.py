@@ -178,10 +178,12 @@ def main(argv: list[str]) -> int:
     from django.core.files.base import ContentFile
     from django.db import connection
 
+    from bench.db import conditions
     from rollouts.intake.pipeline import applied_here
     from rollouts.models import RolloutHub
     from rollouts.services.instructions import instruct_early_deployment, withdraw_instruction
 
+    print(conditions(), flush=True)
     data = estate(big)
     if args.explain:  # needs a superuser (LOAD); the plans arrive as LOG notices on this connection
         connection.ensure_connection()

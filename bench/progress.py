@@ -1,6 +1,6 @@
 """Status feed benchmark (PL9, SL4, U3, B1): figures printed, never asserted.
 
-    python -m bench.progress [--records N] [--repeat N] [--hubs-per-region N] [--clustered]
+    python -m bench.progress [--records N] [--batch-hubs N] [--repeat N] [--hubs-per-region N] [--clustered]
                              [--distinct-times] [--sql] [--explain REGEX] [--profile]
 
 --distinct-times: every record has its own `at` text (1 µs apart), as real feeds do, instead of one
@@ -23,7 +23,8 @@ a few thousand pages (461 pages hold nothing else): the worst case for in-place 
 Each run first deletes the per-rollout hub rows of the earlier bench rollouts, so every run measures
 against the same tables (otherwise each run adds 3M rows, 1.2 GB, and the figures drift upwards).
 Then it publishes a fresh operational rollout (the previous one is superseded), starts safe launch,
-puts --records north hubs (default 50,000) in one safe launch batch (A08, through the service), then
+puts --batch-hubs north hubs (default: --records) in one safe launch batch (A08, through the service); the
+feeds report on --records of them (default 50,000): a small feed into a big batch with --batch-hubs. Then it
 measures submit_status_feed through the whole service (file kept and hashed, read, COPY to staging,
 checks, one UPDATE … FROM with exact counter deltas, timeline events, SMI versions, aggregated notices,
 the B1 check):
@@ -46,7 +47,7 @@ import re
 import statistics
 from time import perf_counter
 
-from bench.db import use_own_database
+from bench.db import conditions, use_own_database
 from bench.schedules import REGIONS, _django, _estate, _file, _north_guids, _parties, _publish, _say
 
 
@@ -118,6 +119,23 @@ def _spread_north_guids(rollout, count: int) -> list[str]:
         return [guid for (guid,) in cursor.fetchall()]
 
 
+def _wal_lsn() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
+        return cursor.fetchone()[0]
+
+
+def _wal_bytes_since(lsn: str) -> int:
+    """WAL written since `lsn`: full-page images (a page's first change after a checkpoint) dominate."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)::bigint", [lsn])
+        return cursor.fetchone()[0]
+
+
 def run(
     records: int,
     repeat: int,
@@ -127,6 +145,7 @@ def run(
     distinct_times: bool = False,
     hubs_per_region: int = 0,
     clustered: bool = False,
+    batch_hubs: int = 0,
 ) -> dict[str, list[float]]:
     from django.db import connection
     from django.utils import timezone
@@ -138,7 +157,8 @@ def run(
     from rollouts.services.schedules import upload_safe_launch_schedule
 
     parties = _parties()
-    model, v1, v2 = _estate(max(records, hubs_per_region, 1), parties["supplier"].pk)
+    batch_hubs = max(batch_hubs, records)
+    model, v1, v2 = _estate(max(batch_hubs, hubs_per_region, 1), parties["supplier"].pk)
     times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     for _ in range(repeat):
         # Bench setup: every run meets the same tables (see the docstring).
@@ -151,12 +171,13 @@ def run(
             cursor.execute("VACUUM rollouts_rollouthub")
         rollout = _publish(parties, v1, v2)
         start_safe_launch_without_pilot(user=parties["dcc"], rollout_id=rollout.pk)
-        guids = _north_guids(rollout, records) if clustered else _spread_north_guids(rollout, records)
+        batch = _north_guids(rollout, batch_hubs) if clustered else _spread_north_guids(rollout, batch_hubs)
+        guids = batch[:: len(batch) // records][:records]  # spread over the batch too
         now = timezone.now()
         upload = upload_safe_launch_schedule(
             user=parties["csp"],
             rollout_id=rollout.pk,
-            content=_file(guids, "BENCH", now.isoformat(), (now + dt.timedelta(days=3)).isoformat()),
+            content=_file(batch, "BENCH", now.isoformat(), (now + dt.timedelta(days=3)).isoformat()),
         )
         assert upload.state == "applied", upload.state
         rollout_link(rollout)  # bench setup: URL patterns loaded once per process, as in a running server
@@ -174,6 +195,7 @@ def run(
             with connection.execute_wrapper(timer) if sql or explain else contextlib.nullcontext():
                 profiler = cProfile.Profile() if profile else None
                 start = perf_counter()
+                wal_before = _wal_lsn()
                 if profiler:
                     profiler.enable()
                 upload = submit_status_feed(
@@ -182,7 +204,11 @@ def run(
                 if profiler:
                     profiler.disable()
                 times[key].append(perf_counter() - start)
-            _say(f"  {key}: {times[key][-1]:.2f} s ({upload.state}, {upload.summary or upload.error_count})")
+            wal = _wal_bytes_since(wal_before)
+            _say(
+                f"  {key}: {times[key][-1]:.2f} s, WAL {wal / 2**20:,.0f} MB"
+                f" ({upload.state}, {upload.summary or upload.error_count})"
+            )
             if sql:
                 timer.report(times[key][-1])
             if profiler:
@@ -206,6 +232,12 @@ def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument(
+        "--batch-hubs",
+        type=int,
+        default=0,
+        help="hubs in the batch (default: --records); the feeds report on --records",
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument(
         "--hubs-per-region",
@@ -233,9 +265,11 @@ def main() -> None:
     url = use_own_database("feed")  # its 3M-hub estate stays out of bench.schedules' figures
     _django()
     _say(
-        f"Status feed bench: {options.records:,} records, {options.repeat} run(s), regions {', '.join(REGIONS)},"
+        f"Status feed bench: {options.records:,} records, batch of {max(options.batch_hubs, options.records):,} hubs,"
+        f" {options.repeat} run(s), regions {', '.join(REGIONS)},"
         f" database {url.rsplit('/', 1)[-1]}"
     )
+    _say(conditions())
     from rollouts.intake.pipeline import applied_here
 
     with applied_here():  # the service in this process, as measured before the background path
@@ -248,6 +282,7 @@ def main() -> None:
             options.distinct_times,
             options.hubs_per_region,
             options.clustered,
+            options.batch_hubs,
         )
     labels = {
         "a": f"feed of {options.records:,} records (97% activated, 3% failed)",

@@ -27,6 +27,12 @@ class Batch(models.Model):
         "rollouts.Upload", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # B1's figures, maintained (U1's rule): the batch's hubs now `activated` and now `failed`, moved by the
+    # exact deltas of every path that changes a hub's status or batch (rollouts.services.counters), so a
+    # feed checks its threshold without counting the batch's hubs; `counter_mismatches` recounts them.
+    # db_default: the schedule upload inserts batches in SQL.
+    activated_hubs = models.PositiveIntegerField(db_default=0, editable=False)
+    failed_hubs = models.PositiveIntegerField(db_default=0, editable=False)
 
     class Meta:
         ordering = ["rollout", "group", "region", "window_start", "name"]

@@ -28,9 +28,30 @@ COUNT_SQL = """
 """
 
 
+# B1's figures per batch (Batch.activated_hubs, failed_hubs): its hubs with each outcome.
+BATCH_COUNT_SQL = """
+    SELECT b.rollout_id, b.id AS batch_id, coalesce(c.activated, 0) AS activated, coalesce(c.failed, 0) AS failed
+    FROM rollouts_batch b
+    LEFT JOIN (SELECT batch_id, count(*) FILTER (WHERE status = 'activated') AS activated,
+                      count(*) FILTER (WHERE status = 'failed') AS failed
+               FROM rollouts_rollouthub
+               WHERE rollout_id = ANY(%(rollouts)s) AND batch_id IS NOT NULL AND status IN ('activated', 'failed')
+               GROUP BY 1) c ON c.batch_id = b.id
+    WHERE b.rollout_id = ANY(%(rollouts)s)
+"""
+OUTCOMES = ("activated", "failed")
+
+
 def recount(rollout_ids: list[int]) -> None:
-    """Rebuild the counters of these rollouts from their hubs (publication, inventory changes)."""
+    """Rebuild the counters of these rollouts from their hubs (publication, inventory changes), and
+    their batches' outcome figures."""
     with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE rollouts_batch b SET activated_hubs = c.activated, failed_hubs = c.failed
+                FROM ({BATCH_COUNT_SQL}) c
+                WHERE b.id = c.batch_id AND (b.activated_hubs, b.failed_hubs) <> (c.activated, c.failed)""",
+            {"rollouts": rollout_ids},
+        )
         cursor.execute(
             "DELETE FROM rollouts_rolloutcounter WHERE rollout_id = ANY(%(rollouts)s)",
             {"rollouts": rollout_ids},
@@ -43,7 +64,8 @@ def recount(rollout_ids: list[int]) -> None:
 
 def counter_mismatches(rollout_ids: list[int] | None = None) -> list[tuple]:
     """Rows where the maintained counters differ from a fresh recount: (rollout, org, group, status,
-    counted, maintained). Empty when they agree."""
+    counted, maintained), then the batches' outcome figures that differ: (rollout, None, "batch <id>",
+    status, counted, maintained). Empty when they agree."""
     with connection.cursor() as cursor:
         if rollout_ids is None:
             cursor.execute("SELECT array_agg(id) FROM rollouts_rollout")
@@ -62,21 +84,35 @@ def counter_mismatches(rollout_ids: list[int] | None = None) -> list[tuple]:
             ORDER BY 1, 2, 3, 4""",
             {"rollouts": rollout_ids},
         )
-        return cursor.fetchall()
+        mismatches = cursor.fetchall()
+        cursor.execute(
+            f"""
+            SELECT c.rollout_id, NULL, 'batch ' || c.batch_id, s.status, s.counted, s.kept
+            FROM ({BATCH_COUNT_SQL}) c JOIN rollouts_batch b ON b.id = c.batch_id
+            CROSS JOIN LATERAL (VALUES ('activated', c.activated, b.activated_hubs),
+                                       ('failed', c.failed, b.failed_hubs)) s(status, counted, kept)
+            WHERE s.counted <> s.kept
+            ORDER BY 1, c.batch_id, 4""",
+            {"rollouts": rollout_ids},
+        )
+        return mismatches + cursor.fetchall()
 
 
 DELTA_TABLE = "counter_deltas"
 
 
 def create_delta_table(cursor) -> None:
-    """A temp table of hub rows that changed: their old and new (Suppliers, region, group, status).
-    Old values are NULL for a row that joined; new values NULL for one that went away."""
+    """A temp table of hub rows that changed: their old and new (Suppliers, region, group, status, batch).
+    Old values are NULL for a row that joined; new values NULL for one that went away. The batches are
+    needed only where a hub with an outcome (activated, failed) changes status or batch (B1's figures);
+    a row without them moves no batch."""
     cursor.execute(f"DROP TABLE IF EXISTS {DELTA_TABLE}")
     cursor.execute(
         f"""CREATE TEMP TABLE {DELTA_TABLE} (
                 rollout_id bigint NOT NULL, hub_id bigint,
                 old_import bigint, old_gas bigint, old_region text, old_group text, old_status text,
-                new_import bigint, new_gas bigint, new_region text, new_group text, new_status text
+                new_import bigint, new_gas bigint, new_region text, new_group text, new_status text,
+                old_batch bigint, new_batch bigint
             ) ON COMMIT DROP"""
     )
 
@@ -122,10 +158,45 @@ def create_delta_keys_table(cursor) -> None:
 
 def apply_deltas(cursor) -> int:
     """Move the counters by the changes in the delta table, set-based: each old key loses the hub,
-    each new key gains it (U1). Touches only the keys that changed. Returns counter rows written."""
+    each new key gains it (U1), and so do the batches' outcome figures (B1). Touches only the keys
+    that changed. Returns counter rows written."""
     cursor.execute(f"DROP TABLE IF EXISTS {DELTA_KEYS_TABLE}")
     cursor.execute(f"CREATE TEMP TABLE {DELTA_KEYS_TABLE} ON COMMIT DROP AS {delta_keys_sql(DELTA_TABLE)}")
+    apply_batch_deltas(cursor, DELTA_TABLE)
     return apply_delta_keys(cursor)
+
+
+def apply_batch_deltas(cursor, source: str, weight: str | None = None) -> int:
+    """Move the batches' outcome figures (Batch.activated_hubs, failed_hubs; B1) by a set of changed hub
+    rows: `source` is a table or parenthesised, aliased subquery with old_batch, old_status, new_batch and
+    new_status (with `weight`, an integer column: how many hubs each row stands for). A hub leaves its old
+    batch's figure for its old status and joins its new batch's for its new one. The batch rows are locked
+    in id order first, so two transactions moving the same batches cannot deadlock. Returns batches moved."""
+    w = weight or "1"
+    cursor.execute("DROP TABLE IF EXISTS batch_deltas")
+    cursor.execute(
+        f"""CREATE TEMP TABLE batch_deltas ON COMMIT DROP AS
+            SELECT batch_id, sum(activated)::bigint AS activated, sum(failed)::bigint AS failed FROM (
+                SELECT old_batch AS batch_id, -{w} * (old_status = 'activated')::int AS activated,
+                       -{w} * (old_status = 'failed')::int AS failed
+                FROM {source} WHERE old_batch IS NOT NULL AND old_status IN {OUTCOMES}
+                UNION ALL
+                SELECT new_batch, {w} * (new_status = 'activated')::int, {w} * (new_status = 'failed')::int
+                FROM {source} WHERE new_batch IS NOT NULL AND new_status IN {OUTCOMES}
+            ) x
+            GROUP BY 1 HAVING sum(activated) <> 0 OR sum(failed) <> 0"""
+    )
+    cursor.execute(
+        "SELECT b.id FROM rollouts_batch b WHERE b.id IN (SELECT batch_id FROM batch_deltas) ORDER BY b.id FOR UPDATE"
+    )
+    cursor.execute(
+        """UPDATE rollouts_batch b SET activated_hubs = b.activated_hubs + d.activated,
+                                       failed_hubs = b.failed_hubs + d.failed
+           FROM batch_deltas d WHERE b.id = d.batch_id"""
+    )
+    moved = cursor.rowcount
+    cursor.execute("DROP TABLE batch_deltas")
+    return moved
 
 
 def apply_delta_keys(cursor) -> int:

@@ -37,7 +37,7 @@ def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict
             f"""
             WITH o AS (
                 SELECT rh.id, rh.rollout_id, rh.import_supplier_id, rh.gas_supplier_id, rh.region, rh."group",
-                       rh.status
+                       rh.status, rh.batch_id
                 FROM rollouts_inventorychange c
                 JOIN rollouts_rollouthub rh ON rh.hub_id = c.hub_id
                 JOIN rollouts_rollout r ON r.id = rh.rollout_id AND r.status IN {LIVE}
@@ -49,7 +49,8 @@ def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict
                 RETURNING o.*
             )
             INSERT INTO {DELTA_TABLE}
-            SELECT o.rollout_id, NULL, {OLD}, o.import_supplier_id, o.gas_supplier_id, o.region, o."group", 'left'
+            SELECT o.rollout_id, NULL, {OLD}, o.import_supplier_id, o.gas_supplier_id, o.region, o."group", 'left',
+                   o.batch_id, o.batch_id
             FROM gone o""",
             params,
         )

@@ -203,11 +203,13 @@ def recompute_pilot_group(
                 f"""
                 WITH upd AS ({update}
                              RETURNING rh.rollout_id, rh.hub_id, rh.import_supplier_id, rh.gas_supplier_id,
-                                       rh.region, rh.status, e.old_group, rh."group")
+                                       rh.region, rh.status, e.old_group, rh."group", e.batch_id AS old_batch,
+                                       rh.batch_id AS new_batch)
                 INSERT INTO {counters.DELTA_TABLE} (rollout_id, hub_id, old_import, old_gas, old_region, old_group,
-                                                    old_status, new_import, new_gas, new_region, new_group, new_status)
+                                                    old_status, new_import, new_gas, new_region, new_group, new_status,
+                                                    old_batch, new_batch)
                 SELECT rollout_id, hub_id, import_supplier_id, gas_supplier_id, region, old_group, status,
-                       import_supplier_id, gas_supplier_id, region, "group", status
+                       import_supplier_id, gas_supplier_id, region, "group", status, old_batch, new_batch
                 FROM upd""",
                 _params(rollout_id),
             )

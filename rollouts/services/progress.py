@@ -69,6 +69,7 @@ from ..transitions import apply_move
 from .counters import (
     DELTA_KEYS_TABLE,
     DELTA_TABLE,
+    apply_batch_deltas,
     apply_delta_keys,
     apply_deltas,
     create_delta_keys_table,
@@ -325,6 +326,11 @@ class StatusFeedHandler:
         cursor = staging.cursor
         params = {**self._params, "upload": upload.pk, "target_id": self.rollout.target_version_id}
         create_delta_keys_table(cursor)
+        cursor.execute("DROP TABLE IF EXISTS feed_batch_moves")
+        cursor.execute(
+            """CREATE TEMP TABLE feed_batch_moves (old_batch bigint, new_batch bigint, old_status text,
+                                                   new_status text, moved_n bigint) ON COMMIT DROP"""
+        )
         # One statement moves the hubs (no rule failed, so `moves` is the whole condition): the UPDATE of
         # the rollout's hubs RETURNs the old and new counter keys, which feed the SMI versions of the hubs
         # activated on the target (U3); the moved rows grouped by their keys (a few groups) give the summed
@@ -357,6 +363,10 @@ class StatusFeedHandler:
                     FROM moved GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
                 ), keys AS (
                     INSERT INTO {DELTA_KEYS_TABLE} {delta_keys_sql("grouped", weight="moved_n")}
+                ), batch_moves AS (
+                    INSERT INTO feed_batch_moves
+                    SELECT batch_id, batch_id, old_status, new_status, moved_n FROM grouped
+                    WHERE new_status IN ('activated', 'failed')
                 ), suppliers AS (
                     SELECT s.org, sum(g.moved_n) FILTER (WHERE g.new_status = 'activated')::bigint AS activated,
                            sum(g.moved_n) FILTER (WHERE g.new_status = 'failed')::bigint AS failed
@@ -392,6 +402,7 @@ class StatusFeedHandler:
             by_supplier,
         ) = cursor.fetchone()
         apply_delta_keys(cursor)
+        apply_batch_deltas(cursor, "feed_batch_moves", weight="moved_n")  # B1's figures
         for org, activated_n, failed_n in by_supplier:
             self.activated_by_supplier[org] = activated_n
             self.failed_by_supplier[org] = failed_n
@@ -602,18 +613,10 @@ def check_failure_thresholds(rollout: Rollout, batch_ids: list[int], *, pilot: b
     pauses the rollout (System) and opens one incident with the figures; never twice for one scope."""
     from .incidents import open_system_incident
 
-    scopes: list[tuple[str, Batch | None, int, int]] = []
-    if batch_ids:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """SELECT batch_id, count(*) FILTER (WHERE status = 'failed'),
-                          count(*) FILTER (WHERE status IN ('activated', 'failed'))
-                   FROM rollouts_rollouthub WHERE batch_id = ANY(%s) GROUP BY 1 ORDER BY 1""",
-                [batch_ids],
-            )
-            figures = cursor.fetchall()
-        batches = Batch.objects.in_bulk([b for b, _, _ in figures])
-        scopes += [(f"batch:{b}", batches[b], failed, reported) for b, failed, reported in figures]
+    scopes: list[tuple[str, Batch | None, int, int]] = [
+        (f"batch:{batch.pk}", batch, batch.failed_hubs, batch.failed_hubs + batch.activated_hubs)
+        for batch in Batch.objects.filter(pk__in=batch_ids).order_by("pk")  # maintained figures (U1's rule)
+    ]
     if pilot:
         counts = _pilot_counts(rollout.pk)
         scopes.append(
@@ -710,7 +713,7 @@ def retry_failed_hubs(
                 )
                 INSERT INTO {DELTA_TABLE}
                 SELECT o.rollout_id, o.hub_id, o.import_supplier_id, o.gas_supplier_id, o.region, o."group", o.status,
-                       o.import_supplier_id, o.gas_supplier_id, o.region, o."group", 'pending'
+                       o.import_supplier_id, o.gas_supplier_id, o.region, o."group", 'pending', %(old)s, %(new)s
                 FROM moved o""",
             {"old": batch.pk, "new": new.pk, "now": now},
         )

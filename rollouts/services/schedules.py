@@ -379,7 +379,8 @@ class ScheduleHandler:
         )
         added, replaced = cursor.fetchone()
         staging.create_temp("sched_touched", "SELECT hub_id FROM sched_rows")
-        # Hubs of a replaced batch that are not in the file lose their batch.
+        # Hubs of a replaced batch that are not in the file lose their batch. Neither move touches a hub with
+        # an outcome (already_distributed, SL2), so the batches' B1 figures (Batch.failed_hubs) stay as they are.
         replaced_scope = "true" if self.replace_region else "b.id IN (SELECT id FROM sched_batches)"
         cursor.execute(
             f"""WITH gone AS (

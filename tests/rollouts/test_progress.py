@@ -456,6 +456,7 @@ def test_the_pilot_group_over_the_threshold_pauses(piloting, csp_north, csp_sout
 # -- B2 ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.req("B1")
 @pytest.mark.req("B2")
 @pytest.mark.req("U1")
 def test_dcc_retries_only_the_failed_hubs_of_a_batch_as_a_new_batch(
@@ -476,6 +477,10 @@ def test_dcc_retries_only_the_failed_hubs_of_a_batch_as_a_new_batch(
     assert (both.status, both.batch_id, both.failure_reason) == ("pending", new.pk, "")
     split = RolloutHub.objects.get(rollout=piloting, hub__guid=SPLIT)
     assert (split.status, split.batch_id) == ("activated", old.pk)
+    old.refresh_from_db()
+    new.refresh_from_db()
+    # B1's figures: the old batch keeps its activated hub and no longer counts the retried failure.
+    assert (old.activated_hubs, old.failed_hubs, new.activated_hubs, new.failed_hubs) == (1, 0, 0, 0)
     assert counter_mismatches() == []
     assert feed(csp_north, piloting, (BOTH, "activated", ago(0.1))).state == UploadState.APPLIED
     with pytest.raises(ValidationError, match="no failed hubs"):

@@ -12,12 +12,13 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from rollouts.models import Notice, Outcome, Rollout, RolloutHub, Stage, Status, UploadState
+from rollouts.models import Batch, Notice, Outcome, Rollout, RolloutHub, Stage, Status, UploadState
 from rollouts.services.counters import counter_mismatches
+from rollouts.services.inventory import load_inventory
 from rollouts.services.lifecycle import post_safe_launch_outcome, start_safe_launch_without_pilot
 from rollouts.services.schedules import upload_safe_launch_schedule
 
-from .conftest import new_draft
+from .conftest import inventory, new_draft
 from .test_lifecycle import publish
 from .test_progress import BOTH, GAS_SOUTH, SPLIT, ago, codes, csv_file, feed, state, status_of
 
@@ -102,4 +103,25 @@ def test_a_big_feed_is_applied_by_the_worker_with_its_notices(
     assert upload.state == UploadState.APPLIED and status_of(launching, SPLIT) == ("activated", "")
     (notice,) = Notice.objects.filter(organisation=import_supplier.organisation, kind="progress.outcomes")
     assert "1 of your hubs activated" in notice.body
+    assert counter_mismatches([launching.pk]) == []
+
+
+def outcomes(rollout: Rollout) -> dict[str, tuple[int, int]]:
+    """Each batch's maintained B1 figures: name → (activated, failed)."""
+    return {b.name: (b.activated_hubs, b.failed_hubs) for b in Batch.objects.filter(rollout=rollout)}
+
+
+@pytest.mark.req("B1")
+@pytest.mark.req("B3")
+@pytest.mark.req("U1")
+def test_a_hub_with_an_outcome_that_leaves_the_smi_leaves_its_batchs_figures(
+    launching, csp_north, import_supplier
+):
+    feed(csp_north, launching, (SPLIT, "activated", ago(2)), (BOTH, "failed", ago(2), "HAN join timeout"))
+    volt = import_supplier.organisation.slug
+    load_inventory(
+        user=None, content=inventory(f"{BOTH},020B0001,00010001,north,{volt},{volt},")
+    )  # new model
+    assert RolloutHub.objects.get(rollout=launching, hub__guid=BOTH).status == "left"
+    assert outcomes(launching) == {"SL-N1": (1, 0)}
     assert counter_mismatches([launching.pk]) == []
