@@ -227,16 +227,25 @@ class StatusFeedHandler:
                                t.at, t.code AS at_code, t.message AS at_message,
                                nullif(btrim(r.reason), '') AS reason,
                                upper(nullif(btrim(r.firmware_version), '')) AS fw,
-                               h.id AS hub_id, h.region = %(region)s AS visible, rh.id AS rh_id,
+                               r.hub_id, r.visible, rh.id AS rh_id,
                                rh.status::text AS old_status, rh.status_at AS old_at, rh.batch_id,
                                rh."group" AS hub_group, rh.import_supplier_id, rh.gas_supplier_id,
                                b.held AS batch_held,
                                (b.id IS NOT NULL AND rh.status <> 'left'
                                 AND ((%(pilot_live)s AND b."group" = 'pilot')
                                      OR (%(any_live)s AND NOT %(pilot_live)s))) AS live
-                        FROM {ROWS} r
-                        LEFT JOIN rollouts_hub h ON h.guid = r.guid_hex
-                        LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = h.id
+                        -- The records in GUID order find their hubs, then in hub order (the rollout's
+                        -- hubs were published in that order) their rollout rows: each index page, and
+                        -- each page of the rollout's hubs, is read once, in order, instead of once per
+                        -- record in the file's order (bench.progress, 50,000 records spread over 3M hubs,
+                        -- tuned server: this statement 0.90-1.48 s against 1.27-1.49 s for a first feed).
+                        FROM (
+                            SELECT r.*, h.id AS hub_id, h.region = %(region)s AS visible
+                            FROM (SELECT * FROM {ROWS} ORDER BY guid_hex OFFSET 0) r
+                            LEFT JOIN rollouts_hub h ON h.guid = r.guid_hex
+                            ORDER BY h.id OFFSET 0
+                        ) r
+                        LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = r.hub_id
                         LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
                         LEFT JOIN feed_times t ON t.value = r.at
                         OFFSET 0
