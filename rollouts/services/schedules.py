@@ -34,6 +34,7 @@ from ..intake.pipeline import (
     Staging,
     check_guids_visible,
     receive_upload,
+    rows_by_hub,
     submit_upload,
 )
 from ..models import (
@@ -213,12 +214,11 @@ class ScheduleHandler:
             staging,
             "sched_rows",
             f"""SELECT r.row_no, btrim(coalesce(r.batch, '')) AS batch, r.batch AS batch_given, r.guid,
-                       h.id AS hub_id, h.region = %(region)s AS visible, rh.id AS rh_id, rh."group" AS hub_group,
+                       r.hub_id, r.visible, rh.id AS rh_id, rh."group" AS hub_group,
                        rh.in_default_pilot, rh.status, rh.batch_id AS old_batch_id,
                        ts.at AS start_at, te.at AS end_at, r.window_start, r.window_end
-                FROM {ROWS} r
-                LEFT JOIN rollouts_hub h ON h.guid = r.guid_hex
-                LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = h.id
+                FROM {rows_by_hub("h.region = %(region)s AS visible")} r
+                LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = r.hub_id
                 LEFT JOIN sched_times ts ON ts.value = r.window_start AND NOT ts.is_end AND ts.code IS NULL
                 LEFT JOIN sched_times te ON te.value = r.window_end AND te.is_end AND te.code IS NULL""",
             self._params,
