@@ -6,8 +6,9 @@ import datetime as dt
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
-from rollouts.models import AuditEvent, Notice, ProposalState, Rollout, RolloutCounter
+from rollouts.models import AuditEvent, Batch, Notice, ProposalState, Rollout, RolloutCounter
 from rollouts.services.lifecycle import propose
 from rollouts.services.schedule import lapse_stale_proposals, send_deadline_reminders
 
@@ -49,3 +50,26 @@ def test_check_counters_command_reports_a_drift(draft, dcc, dcc_2, capsys):
     RolloutCounter.objects.filter(rollout=rollout).update(hubs=99)
     with pytest.raises(CommandError, match="differ from a recount"):
         call_command("check_counters", "--rollout", str(rollout.pk))
+
+
+@pytest.mark.req("U1")
+@pytest.mark.req("B1")
+def test_check_counters_command_reports_a_batchs_outcome_figures_that_drifted(draft, dcc, dcc_2, capsys):
+    rollout = publish(draft, dcc, dcc_2)
+    now = timezone.now()
+    batch = Batch.objects.create(
+        rollout=rollout,
+        region="north",
+        group="pilot",
+        name="PN",
+        window_start=now,
+        window_end=now + dt.timedelta(days=1),
+    )
+    call_command("check_counters", "--rollout", str(rollout.pk))
+    assert "agree" in capsys.readouterr().out
+    Batch.objects.filter(pk=batch.pk).update(failed_hubs=3)  # no hub of it has failed
+    with pytest.raises(CommandError, match="1 counter"):
+        call_command("check_counters", "--rollout", str(rollout.pk))
+    assert (
+        f"rollout {rollout.pk} batch {batch.pk}/failed: counted 0, counter says 3" in capsys.readouterr().err
+    )
