@@ -172,7 +172,7 @@ def run(
         rollout = _publish(parties, v1, v2)
         start_safe_launch_without_pilot(user=parties["dcc"], rollout_id=rollout.pk)
         batch = _north_guids(rollout, batch_hubs) if clustered else _spread_north_guids(rollout, batch_hubs)
-        guids = batch[:: len(batch) // records][:records]  # spread over the batch too
+        guids = batch[:: max(len(batch) // records, 1)][:records]  # spread over the batch too
         now = timezone.now()
         upload = upload_safe_launch_schedule(
             user=parties["csp"],
