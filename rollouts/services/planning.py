@@ -9,6 +9,8 @@ automatic time. Only hubs not yet distributed are replanned.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db import connection
 
@@ -38,6 +40,18 @@ PLAN = """
 """
 
 
+@contextmanager
+def _index_lookups(cursor, on: bool) -> Iterator[None]:
+    """random_page_cost 1.1 for the statements inside, the transaction's own setting back afterwards."""
+    if not on:
+        yield
+        return
+    cursor.execute("SELECT current_setting('random_page_cost'), set_config('random_page_cost', '1.1', true)")
+    before = cursor.fetchone()[0]
+    yield
+    cursor.execute("SELECT set_config('random_page_cost', %s, true)", [before])
+
+
 def replan(
     rollout_id: int, *, hubs_table: str | None = None, supplier_id: int | None = None, skip_sole: bool = False
 ) -> int:
@@ -48,12 +62,21 @@ def replan(
     `supplier_id` serves "all my eligible hubs" and its withdrawal, whose hubs are exactly the Supplier's
     undistributed ones: a filter on the hub rows instead of a semi-join against a million-row temp table
     (1,000,000 hubs: 11.2 s -> 8.8 s, bench/instructions.py)."""
-    only = f"AND rh.hub_id IN (SELECT hub_id FROM {hubs_table})" if hubs_table else ""
+    # A list's hubs are visited in hub order (DISTINCT ... ORDER BY: each index and table page of the rollout's
+    # rows read once, in order; a hashed IN visited them in hash order), by index lookups (random_page_cost
+    # 1.1 for this statement, TOOLCHAIN "National scale"; at the default a withdrawal of 50,000 hubs read all
+    # of a 1,050,000-hub rollout). 50,000 hubs spread over a Supplier's 1,000,000, tuned server: 0.36-0.38 s
+    # against 0.56-0.63 s; clustered lists 0.21-0.28 s against 0.19-0.24 s (bench/instructions.py).
+    only = (
+        f"AND rh.hub_id IN (SELECT DISTINCT hub_id FROM {hubs_table} WHERE hub_id IS NOT NULL ORDER BY hub_id)"
+        if hubs_table
+        else ""
+    )
     if supplier_id is not None:
         only += " AND (rh.import_supplier_id = %(supplier)s OR rh.gas_supplier_id = %(supplier)s)"
     if skip_sole:  # replan_supplier has written those hubs itself
         only += f" AND NOT ({SOLE})"
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, _index_lookups(cursor, hubs_table is not None):
         cursor.execute(
             f"""
             WITH plan AS ({PLAN.format(only=only)}),

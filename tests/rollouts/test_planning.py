@@ -6,6 +6,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import connection
 
 from rollouts.models import Batch, HubInstruction, Instruction, RolloutHub
 from rollouts.services.planning import replan
@@ -44,6 +45,17 @@ def planned(rollout, guid):
     return row.planned_activation_at, row.activation_source
 
 
+def replan_listed(rollout, *guids):
+    """replan over a list of hubs, as the services call it: a temp table of hub_id, here with a repeat and a
+    NULL as a delta table may hold."""
+    ids = [RolloutHub.objects.get(rollout=rollout, hub__guid=g).hub_id for g in guids]
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS listed_hubs")
+        cursor.execute("CREATE TEMP TABLE listed_hubs (hub_id bigint)")
+        cursor.executemany("INSERT INTO listed_hubs VALUES (%s)", [(i,) for i in [*ids, *ids, None]])
+    return replan(rollout.pk, hubs_table="listed_hubs")
+
+
 SPLIT = "00DB000000000001"  # Volt (import) + GasCo (gas)
 BOTH_ROLES = "00DB000000000002"  # Volt in both roles
 SINGLE = "00DB000000000004"  # Other Power only
@@ -75,14 +87,15 @@ def test_a_single_supplier_suffices(live, other_supplier):
         (MAY_9, MAY_1, MAY_9),
     ],
 )
+@pytest.mark.parametrize("listed", [False, True], ids=["whole rollout", "listed hubs"])
 def test_a_split_hub_needs_both_and_takes_the_later_time(
-    live, import_supplier, gas_supplier, volt, gasco, expected
+    live, import_supplier, gas_supplier, volt, gasco, expected, listed
 ):
     if volt:
         instruct(live, import_supplier, SPLIT, volt)
     if gasco:
         instruct(live, gas_supplier, SPLIT, gasco)
-    replan(live.pk)
+    replan_listed(live, SPLIT) if listed else replan(live.pk)
     if expected == "automatic":
         assert planned(live, SPLIT) == (live.auto_deploy_at, "automatic")
     else:
@@ -129,3 +142,19 @@ def test_replan_writes_only_what_changed(draft, dcc, dcc_2, other_supplier):
     instruct(rollout, other_supplier, SINGLE, rollout.auto_deploy_at - dt.timedelta(days=40))
     assert replan(rollout.pk) == 1
     assert replan(rollout.pk) == 0
+
+
+@pytest.mark.req("T5")
+def test_a_listed_replan_plans_only_the_listed_hubs_and_keeps_the_transactions_settings(
+    live, import_supplier, other_supplier
+):
+    instruct(live, import_supplier, BOTH_ROLES, MAY_1)
+    instruct(live, other_supplier, SINGLE, MAY_9)
+    unlisted = planned(live, BOTH_ROLES)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL random_page_cost = 3.5")
+        assert replan_listed(live, SINGLE) == 1  # each hub once, although listed twice
+        cursor.execute("SHOW random_page_cost")
+        assert cursor.fetchone()[0] == "3.5"  # the lookups' 1.1 was for the replan's statement only
+    assert planned(live, SINGLE) == (MAY_9, "instruction")
+    assert planned(live, BOTH_ROLES) == unlisted != (MAY_1, "instruction")  # not listed: not replanned yet
