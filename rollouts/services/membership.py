@@ -24,12 +24,29 @@ LIVE = "('ACTIVE', 'PAUSED', 'SUSPENDED')"
 OLD = 'o.import_supplier_id, o.gas_supplier_id, o.region, o."group", o.status'
 
 
+def lock_live_rollouts(cursor) -> None:
+    """L10 for an inventory load: the row lock of every live rollout, in id order (two loads cannot
+    deadlock), taken before the load writes a hub row. A status feed, an instruction or a pilot change
+    of a live rollout holds that lock from its first read of the rollout's hubs to its commit, so the
+    load waits for it and then reconciles what it committed, and starts none of them until the load has
+    committed. Without it a feed and a load that overlapped deadlocked (the load waited on the rollout row
+    for a foreign-key check while holding a hub's rollout row the feed needed), or a feed that had read a
+    hub as `scheduled` wrote `activated` over the load's `left`, with counter deltas from the status it had
+    read (tests/rollouts/test_safe_launch_progress.py).
+    Taking it before any hub write keeps the order every such service uses (the rollout, then hub rows:
+    a feed writes the SMI versions of the hubs it activates), so the two cannot deadlock."""
+    cursor.execute(f"SELECT id FROM rollouts_rollout WHERE status IN {LIVE} ORDER BY id FOR UPDATE")
+
+
 def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict[str, Any]:
     """React to what the inventory upload changed: its InventoryChange rows, and the brand-new hubs in
     the temporary table `new_hubs` (hub_id), which the load fills with those a live rollout may take."""
     params = {"upload": upload_id, "now": timezone.now()}
     brand_new = f"UNION ALL SELECT hub_id FROM {new_hubs}" if new_hubs else ""
     with connection.cursor() as cursor:
+        lock_live_rollouts(
+            cursor
+        )  # the load took them before its hub writes; here also any that went live since
         create_delta_table(cursor)
         cursor.execute("ANALYZE rollouts_inventorychange")  # this load's rows: plan the joins below on them
         # Leavers: out of the SMI, or now another device model.

@@ -7,15 +7,19 @@ hubs in one batch; its status feed moves them, and DCC posts the outcome with co
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.utils import timezone
 
 from rollouts.models import Batch, Notice, Outcome, Rollout, RolloutHub, Stage, Status, UploadState
 from rollouts.services.counters import counter_mismatches
 from rollouts.services.inventory import load_inventory
 from rollouts.services.lifecycle import post_safe_launch_outcome, start_safe_launch_without_pilot
+from rollouts.services.progress import StatusFeedHandler
 from rollouts.services.schedules import upload_safe_launch_schedule
 
 from .conftest import inventory, new_draft
@@ -125,3 +129,78 @@ def test_a_hub_with_an_outcome_that_leaves_the_smi_leaves_its_batchs_figures(
     assert RolloutHub.objects.get(rollout=launching, hub__guid=BOTH).status == "left"
     assert outcomes(launching) == {"SL-N1": (1, 0)}
     assert counter_mismatches([launching.pk]) == []
+
+
+def _lock_waiters() -> int:
+    """Other backends of this database waiting for a lock now."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # activity is cached per transaction
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.req("L10")
+@pytest.mark.req("B3")
+@pytest.mark.req("PL9")
+@pytest.mark.req("U1")
+@pytest.mark.django_db(transaction=True)
+def test_an_inventory_load_waits_for_a_feed_in_flight_and_the_hub_that_left_stays_left(
+    launching, csp_north, import_supplier, monkeypatch
+):
+    """A feed has checked its records (the hub is `scheduled`, so `activated` moves it) when an inventory
+    load says the hub left the SMI. The feed holds the rollout lock; it goes on applying only once the load
+    is either waiting for a lock or done. With the rollout lock the load waits before writing anything, then
+    marks the activated hub `left`. Without it the two collide: seen as a deadlock (the load had written the
+    hub's rollout row and then waited on the rollout row for a foreign-key check; the feed then needed the
+    hub's row), or, had the load committed first, `activated` written over `left` with counter deltas from
+    the status the feed had read."""
+    real_apply = StatusFeedHandler.apply
+    load_done = threading.Event()
+    load_waited: list[bool] = []
+
+    def apply_after_the_load_moved(self, staging, upload):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not load_done.is_set():
+            if _lock_waiters():
+                load_waited.append(True)
+                break
+            time.sleep(0.01)
+        return real_apply(self, staging, upload)
+
+    monkeypatch.setattr(StatusFeedHandler, "apply", apply_after_the_load_moved)
+    volt = import_supplier.organisation.slug
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_inventory(user=None, content=inventory(f"{BOTH},020B0001,00010001,north,{volt},{volt},"))
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+        finally:
+            load_done.set()
+            connection.close()
+
+    def report() -> None:
+        try:
+            upload = feed(csp_north, launching, (BOTH, "activated", ago(1)))
+            assert upload.state == UploadState.APPLIED, codes(upload)
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+        finally:
+            connection.close()
+
+    csp = threading.Thread(target=report)
+    csp.start()
+    time.sleep(0.3)  # the feed has taken the rollout lock and is checking (or waiting in apply)
+    dcc = threading.Thread(target=load)
+    dcc.start()
+    csp.join(30)
+    dcc.join(30)
+    assert not errors, errors
+    assert status_of(launching, BOTH)[0] == "left"
+    assert counter_mismatches([launching.pk]) == []
+    assert outcomes(launching) == {"SL-N1": (0, 0)}  # the activation left with the hub
+    assert load_waited == [True]  # the load really waited for the feed's lock
