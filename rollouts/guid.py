@@ -105,11 +105,21 @@ class GuidFormField(forms.CharField):
             ) from None
 
 
+# GUIDs are identifiers, compared byte for byte: the "C" collation (as the hub table's column, migration 0020)
+# lets PostgreSQL compare and sort them with memcmp and abbreviated keys instead of the database locale's
+# strcoll. Staging tables declare their GUID columns with this type, so a join to the hub table compares
+# like with like. The canonical form (upper-case hex digits) sorts the same in either collation.
+GUID_SQL_TYPE = 'varchar(16) COLLATE "C"'
+GUID_COLLATION = "C"
+
+
 class GuidField(models.CharField):
     """A plain ``varchar(16)`` holding the bare digits.
 
     Deliberately not a ``char(16)`` db_type: TOOLCHAIN.md "Traps" saw bulk_create on PostgreSQL
-    keep one character of every GUID with a custom char(16) type.
+    keep one character of every GUID with a custom char(16) type. The model gives
+    ``db_collation=GUID_COLLATION`` explicitly (not a default here, so that the historical
+    migrations keep describing the column as it was then).
     """
 
     description = "Communications Hub GUID (EUI-64)"

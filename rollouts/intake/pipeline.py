@@ -29,7 +29,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .. import audit
-from ..guid import GuidFormatError, guid_sql, parse_guid
+from ..guid import GUID_SQL_TYPE, GuidFormatError, guid_sql, parse_guid
 from ..models import Organisation, OrgKind, Upload, UploadError, UploadKind, UploadState, User
 from .errors import CODES, Failure, RowsRejected
 from .readers import NotPlain, PlainCsv, plain_csv, plain_rows, read_rows
@@ -299,7 +299,7 @@ def _copy_plain(cursor, layout: Layout, plain: PlainCsv, fileobj) -> int:
     columns = [f'"{name}" text' for name in present]
     columns += [f"\"{name}\" text NOT NULL DEFAULT ''" for name in layout.names if name not in present]
     columns += [
-        f'"{name}_hex" varchar(16) GENERATED ALWAYS AS ({guid_sql(f'"{name}"')}) STORED'
+        f'"{name}_hex" {GUID_SQL_TYPE} GENERATED ALWAYS AS ({guid_sql(f'"{name}"')}) STORED'
         for name in layout.guid_columns
     ]
     cursor.execute(f"DROP TABLE IF EXISTS {ROWS}; DROP TABLE IF EXISTS {FAILURES}")
@@ -325,7 +325,7 @@ def _copy_plain(cursor, layout: Layout, plain: PlainCsv, fileobj) -> int:
 
 def _create_tables(cursor, layout: Layout) -> None:
     columns = ", ".join(f'"{name}" text' for name in layout.names)
-    hexes = "".join(f', "{name}_hex" varchar(16)' for name in layout.guid_columns)
+    hexes = "".join(f', "{name}_hex" {GUID_SQL_TYPE}' for name in layout.guid_columns)
     cursor.execute(f"DROP TABLE IF EXISTS {ROWS}; DROP TABLE IF EXISTS {FAILURES}")
     cursor.execute(f"CREATE TEMP TABLE {ROWS} (row_no integer NOT NULL, {columns}{hexes}) ON COMMIT DROP")
     _create_failures(cursor)

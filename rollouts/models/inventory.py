@@ -6,7 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from ..guid import GuidField, display_guid
+from ..guid import GUID_COLLATION, GuidField, display_guid
 from .parties import Region
 
 
@@ -63,7 +63,7 @@ class Hub(models.Model):
     # reference_unknown) and deletion is PROTECTed by the ORM (nothing here is ever deleted), so the
     # columns carry no database FK constraint: deferred FK checks cost 23 s per million new hubs at
     # commit (bench/intake.py). Each lookup column has exactly one index (Meta), none duplicated.
-    guid = GuidField()
+    guid = GuidField(db_collation=GUID_COLLATION)
     device_model = models.ForeignKey(
         DeviceModel, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )

@@ -29,7 +29,7 @@ from django.db.models import BooleanField, Case, Exists, F, OuterRef, Q, QuerySe
 from django.utils import timezone
 
 from .. import audit
-from ..guid import GuidFormatError, parse_guid
+from ..guid import GUID_SQL_TYPE, GuidFormatError, parse_guid
 from ..intake import pipeline
 from ..intake.errors import CODES, Failure, RowsRejected, failure, reject_file
 from ..intake.pipeline import FAILURES, ROWS, Layout, Staging, receive_upload, rows_by_hub
@@ -709,7 +709,7 @@ def _stage_guid_list(guids: list[str]) -> list[Failure]:
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {ROWS}")
         cursor.execute(
-            f"CREATE TEMP TABLE {ROWS} (row_no int, guid text, guid_hex varchar(16)) ON COMMIT DROP"
+            f"CREATE TEMP TABLE {ROWS} (row_no int, guid text, guid_hex {GUID_SQL_TYPE}) ON COMMIT DROP"
         )
         with cursor.copy(f"COPY {ROWS} (row_no, guid, guid_hex) FROM STDIN") as copy:
             for row in rows:
