@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from ..intake.pipeline import ROWS, Layout, Staging, process_upload, receive_upload
 from ..models import Organisation, OrgKind, Upload, UploadKind, User
-from .membership import LIVE, lock_live_rollouts, reconcile_live_rollouts
+from .membership import LIVE, lock_estate, lock_live_rollouts, reconcile_live_rollouts
 
 INVENTORY = Layout(
     kind=UploadKind.INVENTORY,
@@ -185,6 +185,7 @@ class InventoryHandler:
     def apply(self, staging: Staging, upload: Upload) -> dict[str, Any]:
         cursor = staging.cursor
         params = {"upload": upload.pk, "as_of": self.as_of}
+        lock_estate(cursor)  # no publication is building its rows meanwhile (see membership)
         lock_live_rollouts(cursor)  # L10, before any hub row is written (see membership)
         # Sorts and hashes of a million rows in memory, not on disk.
         cursor.execute("SET LOCAL work_mem = '256MB'")

@@ -32,6 +32,7 @@ from ..models import (
 from ..models.rollouts import automatic_deployment_time, months_after
 from ..transitions import MOVES, allowed_from, apply_move
 from . import counters
+from .membership import lock_estate
 from .notifications import notify, notify_parties
 from .piloting import void_pilot
 
@@ -248,6 +249,8 @@ def rollouts_superseded_by(rollout: Rollout) -> list[Rollout]:
 
 def _publish(proposal: Proposal) -> Rollout:
     """On approval: timeline fixed (T1-T3), eligibility created set-based, overlaps superseded (N2, L9)."""
+    with connection.cursor() as cursor:
+        lock_estate(cursor)  # no inventory load changes the hubs while their rows are built (see membership)
     rollout = Rollout.objects.select_for_update().get(pk=proposal.rollout_id)
     now = timezone.now()
     changes: dict[str, Any] = {"published_at": now}

@@ -24,6 +24,19 @@ LIVE = "('ACTIVE', 'PAUSED', 'SUSPENDED')"
 OLD = 'o.import_supplier_id, o.gas_supplier_id, o.region, o."group", o.status'
 
 
+ESTATE_LOCK = 0x43484657  # "CHFW": the transaction-level advisory lock key of the hub estate
+
+
+def lock_estate(cursor) -> None:
+    """The hub estate, for this transaction: an inventory load (which writes hubs and then reconciles the
+    live rollouts) and a publication (which builds its rollout's rows from the hubs) take it first, so one
+    waits for the other. Without it a load that committed while a publication was building its rows
+    changed hubs the publication had already read, and its reconciliation could not see the new rollout
+    (not yet committed): a hub that left stayed `pending` in it for good (tests/rollouts/test_membership.py).
+    """
+    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ESTATE_LOCK])
+
+
 def lock_live_rollouts(cursor) -> None:
     """L10 for an inventory load: the row lock of every live rollout, in id order (two loads cannot
     deadlock), taken before the load writes a hub row. A status feed, an instruction or a pilot change

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.files.base import ContentFile
+from django.db import connection
 
 from rollouts.models import DeviceModel, FirmwareVersion, OrgKind, Region
 from rollouts.services.inventory import load_inventory
@@ -70,3 +71,14 @@ def new_draft(user, target, replaced, impact: str = "functional", **extra):
         release_type="sec_release",
         impact=impact,
     )
+
+
+def lock_waiters() -> int:
+    """Other backends of this database waiting for a lock now (for tests that force an overlap)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # activity is cached per transaction
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]

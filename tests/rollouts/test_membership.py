@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from django.db import connection
 
 from rollouts.models import AuditEvent, DeviceModel, FirmwareVersion, Hub, RolloutCounter, RolloutHub
-from rollouts.services import counters
+from rollouts.services import counters, lifecycle
 from rollouts.services.inventory import load_inventory
 
-from .conftest import inventory, new_draft
+from .conftest import inventory, lock_waiters, new_draft
 from .test_lifecycle import publish
 
 
@@ -124,3 +128,63 @@ def test_the_first_load_into_an_empty_smi_joins_a_live_rollout(dcc, dcc_2, impor
     assert row(live, "00DB000000000008") is None
     assert upload.summary["joined_rollouts"] == 1
     assert counters.counter_mismatches([live.pk]) == []
+
+
+@pytest.mark.req("B3")
+@pytest.mark.req("N2")
+@pytest.mark.req("U1")
+@pytest.mark.django_db(transaction=True)
+def test_an_inventory_load_during_a_publication_waits_and_then_reaches_the_new_rollout(
+    draft, dcc, dcc_2, import_supplier, monkeypatch
+):
+    """The publication has built its rows (hub 02 eligible, `pending`) and not committed when a load says
+    02 is now another model. The publication goes on only once the load is waiting for a lock or done.
+    With the estate lock the load waits, then reconciles the new rollout: 02 `left`. Without it the load
+    committed first, its reconciliation could not see the uncommitted rollout, and 02 stayed `pending`."""
+    real_recount = lifecycle.counters.recount
+    rows_built, load_done = threading.Event(), threading.Event()
+    load_waited: list[bool] = []
+
+    def recount_after_the_load_moved(rollout_ids):
+        if threading.current_thread().name != "publication":  # the same function serves the load
+            return real_recount(rollout_ids)
+        rows_built.set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not load_done.is_set():
+            if lock_waiters():
+                load_waited.append(True)
+                break
+            time.sleep(0.01)
+        return real_recount(rollout_ids)
+
+    monkeypatch.setattr(lifecycle.counters, "recount", recount_after_the_load_moved)
+    volt = import_supplier.organisation.slug
+    errors: list[BaseException] = []
+
+    def run(work) -> None:
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def load() -> None:
+        try:
+            load_inventory(
+                user=None, content=inventory(f"00DB000000000002,020B0001,00010001,north,{volt},{volt},")
+            )
+        finally:
+            load_done.set()
+
+    dcc_thread = threading.Thread(target=run, args=(lambda: publish(draft, dcc, dcc_2),), name="publication")
+    dcc_thread.start()
+    assert rows_built.wait(10)
+    inventory_thread = threading.Thread(target=run, args=(load,))
+    inventory_thread.start()
+    dcc_thread.join(30)
+    inventory_thread.join(30)
+    assert not errors, errors
+    assert row(draft, "00DB000000000002").status == "left"
+    assert counters.counter_mismatches([draft.pk]) == []
+    assert load_waited == [True]  # the load really waited for the publication

@@ -22,7 +22,7 @@ from rollouts.services.lifecycle import post_safe_launch_outcome, start_safe_lau
 from rollouts.services.progress import StatusFeedHandler
 from rollouts.services.schedules import upload_safe_launch_schedule
 
-from .conftest import inventory, new_draft
+from .conftest import inventory, lock_waiters, new_draft
 from .test_lifecycle import publish
 from .test_progress import BOTH, GAS_SOUTH, SPLIT, ago, codes, csv_file, feed, state, status_of
 
@@ -131,17 +131,6 @@ def test_a_hub_with_an_outcome_that_leaves_the_smi_leaves_its_batchs_figures(
     assert counter_mismatches([launching.pk]) == []
 
 
-def _lock_waiters() -> int:
-    """Other backends of this database waiting for a lock now."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")  # activity is cached per transaction
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-        )
-        return cursor.fetchone()[0]
-
-
 @pytest.mark.req("L10")
 @pytest.mark.req("B3")
 @pytest.mark.req("PL9")
@@ -164,7 +153,7 @@ def test_an_inventory_load_waits_for_a_feed_in_flight_and_the_hub_that_left_stay
     def apply_after_the_load_moved(self, staging, upload):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not load_done.is_set():
-            if _lock_waiters():
+            if lock_waiters():
                 load_waited.append(True)
                 break
             time.sleep(0.01)
