@@ -101,9 +101,12 @@ class Hub(models.Model):
     class Meta:
         ordering = ["guid"]
         constraints = [
-            # Covering: the visibility checks of every upload (P3) are index-only lookups.
+            # Covering: the visibility checks of every upload (P3) and the resolution of a list's GUIDs to hub
+            # ids (feeds, instructions, schedules) are index-only lookups (migration 0020).
             models.UniqueConstraint(
-                fields=["guid"], include=["import_supplier", "gas_supplier", "region"], name="hub_guid_unique"
+                fields=["guid"],
+                include=["id", "import_supplier", "gas_supplier", "region"],
+                name="hub_guid_unique",
             ),
         ]
         indexes = [
