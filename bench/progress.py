@@ -26,11 +26,12 @@ Then it publishes a fresh operational rollout (the previous one is superseded), 
 puts --batch-hubs north hubs (default: --records) in one safe launch batch (A08, through the service); the
 feeds report on --records of them (default 50,000): a small feed into a big batch with --batch-hubs. Then it
 measures submit_status_feed through the whole service (file kept and hashed, read, COPY to staging,
-checks, one UPDATE … FROM with exact counter deltas, timeline events, SMI versions, aggregated notices,
+checks, one UPDATE … FROM with exact counter deltas, pilot hubs' timeline events (none in this safe launch
+batch), SMI versions, aggregated notices,
 the B1 check):
 
 a. a feed of N records: 97% activated on the target version, 3% failed with a reason;
-b. the same feed again (every record already in the timeline: nothing moves);
+b. the same feed again (every hub already at the reported status and time: nothing moves);
 c. an all-rejected feed of N records (each `distributed` after `activated`: status_invalid).
 Afterwards the bench hubs go back to the replaced version (bench setup), so the next run finds them eligible.
 """

@@ -215,7 +215,8 @@ class HubInstruction(models.Model):
 
 
 class HubEvent(models.Model):
-    """PL9, SL4: one device status record as reported (the enhanced-monitoring timeline of a hub).
+    """PL9: one device status record of a pilot hub as reported (its enhanced-monitoring timeline,
+    MP24-AD11; safe launch hubs have none, services/progress.py).
 
     Written by the thousand per feed: no FK constraints (the feed checks every GUID against the
     rollout first) and one index, the timeline's (rollout, hub, at).

@@ -4,12 +4,17 @@ retry of failed hubs (B2), the System's start of safe launch (L5, PL10) and the 
 A status feed goes through the one intake pipeline. It is checked and applied set-based: the staged
 records are joined once against the hubs, the rollout's hubs and their batches (`feed_rows`); every
 rule is one INSERT … SELECT into the failures table; applying is one UPDATE … FROM of the rollout's
-hubs whose RETURNING old values feed the counter delta table (U1), one INSERT of the timeline events
-(HubEvent) and one UPDATE of the SMI versions (U3).
+hubs whose RETURNING old values feed the counter delta table (U1), one INSERT of the pilot hubs' timeline
+events (HubEvent) and one UPDATE of the SMI versions (U3).
+
+The timeline is enhanced monitoring, which the modification gives to hubs enrolled in a pilot (PL9;
+SECMP0024 MP24-AD11): a pilot hub's records are all kept, whatever the stage. A safe launch hub has its
+device-level status, time and reason (SL4 "as in PL9") and the feed file itself is kept, but no timeline:
+a national safe launch would otherwise add a row per hub per record (50,000 records: 0.1 s of a feed).
 
 Ordering: a record moves a hub only when its `at` is later than the hub's `status_at`; an older
-record is kept in the timeline and changes nothing else, and a record already in the timeline is
-not written again, so re-sending a feed changes nothing (it is applied with dedupe=False and is
+record is kept in a pilot hub's timeline and changes nothing else, and a record already in the timeline
+is not written again, so re-sending a feed changes nothing (it is applied with dedupe=False and is
 idempotent by `at`). A newer record may only move a hub forward: pending → scheduled → distributed →
 activated or failed; anything else is `status_invalid`. `activated` counts only on the rollout's
 target version; otherwise the hub is `failed` with "reported firmware X, expected Y" (U3).
@@ -408,13 +413,14 @@ class StatusFeedHandler:
         for org, activated_n, failed_n in by_supplier:
             self.activated_by_supplier[org] = activated_n
             self.failed_by_supplier[org] = failed_n
-        # The timeline (PL9): every record as reported, once (a repeated record is not written again).
+        # The timeline (PL9): a pilot hub's every record as reported, once (a repeated record is not written
+        # again); see the module's docstring for safe launch hubs.
         cursor.execute(
             """INSERT INTO rollouts_hubevent (rollout_id, hub_id, status, at, reason, firmware_version, upload_id,
                                               recorded_at)
                SELECT %(rollout)s, f.hub_id, f.status, f.at, f.new_reason, coalesce(f.fw, ''), %(upload)s, %(now)s
                FROM feed_rows f
-               WHERE NOT EXISTS (SELECT 1 FROM rollouts_hubevent e
+               WHERE f.hub_group = 'pilot' AND NOT EXISTS (SELECT 1 FROM rollouts_hubevent e
                                  WHERE e.rollout_id = %(rollout)s AND e.hub_id = f.hub_id AND e.at = f.at
                                    AND e.status = f.status)
                ORDER BY f.hub_id, f.at""",
@@ -523,7 +529,7 @@ def submit_status_feed(
     INTAKE_BACKGROUND_BYTES comes back `received` and a worker applies it after this commits).
 
     Moves statuses forward set-based (an older record never overwrites a newer status; a repeated
-    feed changes nothing), keeps the timeline, records activated versions in the SMI, sends one
+    feed changes nothing), keeps the pilot hubs' timeline, records activated versions in the SMI, sends one
     notice per Supplier per feed, the pilot's start and end notices, and applies the failure
     threshold (B1)."""
     csp = _require(user, OrgKind.CSP)

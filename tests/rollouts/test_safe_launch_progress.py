@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.utils import timezone
 
-from rollouts.models import Batch, Notice, Outcome, Rollout, RolloutHub, Stage, Status, UploadState
+from rollouts.models import Batch, HubEvent, Notice, Outcome, Rollout, RolloutHub, Stage, Status, UploadState
 from rollouts.services.counters import counter_mismatches
 from rollouts.services.inventory import load_inventory
 from rollouts.services.lifecycle import post_safe_launch_outcome, start_safe_launch_without_pilot
@@ -63,6 +63,8 @@ def test_a_safe_launch_batch_moves_hub_by_hub_as_the_csp_reports(launching, csp_
     assert status_of(launching, SPLIT) == ("activated", "")
     assert status_of(launching, BOTH) == ("failed", "Hub did not answer after the image was sent")
     assert counter_mismatches([launching.pk]) == []
+    # Enhanced monitoring is for pilot hubs (PL9, MP24-AD11): a safe launch hub's records keep no timeline.
+    assert upload.summary["events"] == 0 and not HubEvent.objects.filter(rollout=launching).exists()
     # A hub of another region, or of no batch, cannot be reported.
     refused = feed(csp_south, launching, (GAS_SOUTH, "distributed", ago(1)))
     assert codes(refused) == [(2, "guid", "hub_not_in_live_batch")]
