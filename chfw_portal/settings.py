@@ -68,6 +68,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 PORTAL_BASE_URL = env_str("PORTAL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 PORTAL_REQUIRE_MFA = env_bool("PORTAL_REQUIRE_MFA", not DEBUG)
 PORTAL_PROPOSAL_MAX_AGE_DAYS = env_int("PORTAL_PROPOSAL_MAX_AGE_DAYS", 14)  # B4: undecided proposals lapse
+# A page request waits at most this long for a row lock (L10), then answers "busy" (chfw_portal/middleware.py).
+PORTAL_LOCK_WAIT_SECONDS = env_int("PORTAL_LOCK_WAIT_SECONDS", 10)
 
 TIME_ZONE = "Europe/London"  # dates shown in UK time; stored in UTC
 USE_TZ = True
@@ -133,6 +135,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "allauth.usersessions.middleware.UserSessionsMiddleware",
+    "chfw_portal.middleware.LockWaitMiddleware",
 ]
 
 TEMPLATES = [

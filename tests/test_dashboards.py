@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from django.db import connection, transaction
 from django.urls import reverse
 
 from rollouts.models import Rollout, Status
@@ -94,3 +98,51 @@ def test_dcc_sees_pending_decisions_on_its_dashboard(client, rollout, dcc, dcc_2
     sign_in(client, dcc_2)
     page = client.get(reverse("ssmi:dashboard")).text
     assert "Decide: stop of" in page
+
+
+@pytest.mark.req("L10")
+@pytest.mark.req("B4")
+@pytest.mark.django_db(transaction=True)
+def test_a_request_that_waits_too_long_for_the_rollouts_lock_answers_busy_and_changes_nothing(
+    client,
+    estate,  # noqa: F811
+    dcc,
+    dcc_2,
+    settings,
+):
+    """Another transaction holds the rollout's lock (as an inventory load or a worker applying a big file
+    does) while a second DCC user approves its publication: after PORTAL_LOCK_WAIT_SECONDS the page answers
+    503 "busy", the proposal is still pending; once the lock is gone the same request succeeds."""
+    settings.PORTAL_LOCK_WAIT_SECONDS = 1
+    draft = new_draft(dcc, estate["v2"], [estate["v1"]])
+    proposal = propose(user=dcc, rollout_id=draft.pk, move="publish", reason="Ready")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        try:
+            with transaction.atomic():
+                Rollout.objects.select_for_update().get(pk=draft.pk)
+                holding.set()
+                release.wait(20)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        sign_in(client, dcc_2)
+        url = reverse("ssmi:proposal-decide", args=[proposal.pk])
+        started = time.monotonic()
+        response = client.post(url, {"decision": "approve", "comment": "Checked"})
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join(10)
+    assert response.status_code == 503 and response["Retry-After"] == "60"
+    assert "This rollout is busy" in response.text and "Nothing was changed" in response.text
+    assert 1 <= waited < 5  # it waited the configured second, not for the lock's holder
+    proposal.refresh_from_db()
+    assert proposal.state == "pending" and Rollout.objects.get(pk=draft.pk).status == Status.DRAFT
+    assert client.post(url, {"decision": "approve", "comment": "Checked"}).status_code == 302
+    assert Rollout.objects.get(pk=draft.pk).status == Status.ACTIVE

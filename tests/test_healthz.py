@@ -32,3 +32,22 @@ def test_healthz_reports_a_live_broker(client, db, settings):
     finally:
         app.conf.broker_url = None
     assert response.status_code == 200 and response.json()["broker"] == "ok"
+
+
+def test_with_the_database_down_the_lock_wait_middleware_lets_the_view_answer(rf, monkeypatch):
+    """The middleware's lock_timeout needs the database; when it is down the view still runs (so /healthz
+    can say the database is down) instead of the middleware failing first."""
+    from django.db import OperationalError
+    from django.http import HttpResponse
+
+    from chfw_portal import middleware
+
+    class Down:
+        def cursor(self):
+            raise OperationalError("connection refused")
+
+    monkeypatch.setattr(middleware, "connection", Down())
+    answered = middleware.LockWaitMiddleware(lambda request: HttpResponse("view ran", status=503))(
+        rf.get("/healthz")
+    )
+    assert (answered.status_code, answered.content) == (503, b"view ran")
