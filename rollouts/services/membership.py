@@ -57,9 +57,8 @@ def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict
     params = {"upload": upload_id, "now": timezone.now()}
     brand_new = f"UNION ALL SELECT hub_id FROM {new_hubs}" if new_hubs else ""
     with connection.cursor() as cursor:
-        lock_live_rollouts(
-            cursor
-        )  # the load took them before its hub writes; here also any that went live since
+        # The load took these locks before its hub writes; again here for any rollout that went live since.
+        lock_live_rollouts(cursor)
         create_delta_table(cursor)
         cursor.execute("ANALYZE rollouts_inventorychange")  # this load's rows: plan the joins below on them
         # Leavers: out of the SMI, or now another device model.
