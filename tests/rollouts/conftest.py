@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from django.core.files.base import ContentFile
 from django.db import connection
@@ -73,12 +76,18 @@ def new_draft(user, target, replaced, impact: str = "functional", **extra):
     )
 
 
-def lock_waiters() -> int:
-    """Other backends of this database waiting for a lock now (for tests that force an overlap)."""
+def another_waits_for_a_lock(done: threading.Event | None = None, seconds: float = 10) -> bool:
+    """For tests that force an overlap: poll until another backend of this database waits for a lock (True),
+    or until `done` is set or `seconds` pass (False)."""
+    deadline = time.monotonic() + seconds
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_clear_snapshot()")  # activity is cached per transaction
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-        )
-        return cursor.fetchone()[0]
+        while time.monotonic() < deadline and not (done and done.is_set()):
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # activity is cached per transaction
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0]:
+                return True
+            time.sleep(0.01)
+    return False

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -42,7 +41,7 @@ from rollouts.services.lifecycle import pause_rollout, suspend_rollout
 from rollouts.services.planning import replan
 from tests.factories import OrganisationFactory, UserFactory
 
-from .conftest import inventory
+from .conftest import another_waits_for_a_lock, inventory
 from .test_lifecycle import publish
 
 UK = ZoneInfo("Europe/London")
@@ -689,18 +688,8 @@ def test_two_suppliers_instructing_at_once_lose_no_update(live, import_supplier,
     def replan_holding_the_lock(rollout_id, hubs_table=None):
         if threading.current_thread().name == "volt":
             holding.set()
-            deadline = time.monotonic() + 10
-            with connection.cursor() as cursor:
-                while time.monotonic() < deadline:
-                    cursor.execute("SELECT pg_stat_clear_snapshot()")  # stats are cached per transaction
-                    cursor.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-                    )
-                    if cursor.fetchone()[0]:
-                        saw_waiter.append(True)
-                        break
-                    time.sleep(0.01)
+            if another_waits_for_a_lock():
+                saw_waiter.append(True)
         return real_replan(rollout_id, hubs_table=hubs_table)
 
     monkeypatch.setattr(service, "replan", replan_holding_the_lock)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from django.db import connection
@@ -12,7 +11,7 @@ from rollouts.models import AuditEvent, DeviceModel, FirmwareVersion, Hub, Rollo
 from rollouts.services import counters, lifecycle
 from rollouts.services.inventory import load_inventory
 
-from .conftest import inventory, lock_waiters, new_draft
+from .conftest import another_waits_for_a_lock, inventory, new_draft
 from .test_lifecycle import publish
 
 
@@ -149,12 +148,8 @@ def test_an_inventory_load_during_a_publication_waits_and_then_reaches_the_new_r
         if threading.current_thread().name != "publication":  # the same function serves the load
             return real_recount(rollout_ids)
         rows_built.set()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not load_done.is_set():
-            if lock_waiters():
-                load_waited.append(True)
-                break
-            time.sleep(0.01)
+        if another_waits_for_a_lock(load_done):
+            load_waited.append(True)
         return real_recount(rollout_ids)
 
     monkeypatch.setattr(lifecycle.counters, "recount", recount_after_the_load_moved)

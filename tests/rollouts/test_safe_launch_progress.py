@@ -22,7 +22,7 @@ from rollouts.services.lifecycle import post_safe_launch_outcome, start_safe_lau
 from rollouts.services.progress import StatusFeedHandler
 from rollouts.services.schedules import upload_safe_launch_schedule
 
-from .conftest import inventory, lock_waiters, new_draft
+from .conftest import another_waits_for_a_lock, inventory, new_draft
 from .test_lifecycle import publish
 from .test_progress import BOTH, GAS_SOUTH, SPLIT, ago, codes, csv_file, feed, state, status_of
 
@@ -153,12 +153,8 @@ def test_an_inventory_load_waits_for_a_feed_in_flight_and_the_hub_that_left_stay
     load_waited: list[bool] = []
 
     def apply_after_the_load_moved(self, staging, upload):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not load_done.is_set():
-            if lock_waiters():
-                load_waited.append(True)
-                break
-            time.sleep(0.01)
+        if another_waits_for_a_lock(load_done):
+            load_waited.append(True)
         return real_apply(self, staging, upload)
 
     monkeypatch.setattr(StatusFeedHandler, "apply", apply_after_the_load_moved)
