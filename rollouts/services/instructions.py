@@ -5,8 +5,9 @@ selection of GUIDs (staged through the same pipeline from a small CSV built in m
 eligible hubs" (expanded at receipt from RolloutHub rows). Everything is set-based: the hubs of one
 instruction land in a temporary table of hub ids (`instruction_touched`), one INSERT ... ON CONFLICT
 upserts the Supplier's standing HubInstruction rows (a new instruction replaces the previous one per
-hub), and `replan` recomputes only those hubs (E2/E3: both Suppliers of a split hub must instruct; the
-later time wins).
+hub), and only those hubs are replanned (E2/E3: both Suppliers of a split hub must instruct; the later time
+wins): a hub whose only Supplier is the one acting takes the time it has just given (`replan_sole`,
+`replan_supplier`), split and pilot hubs go through `replan`.
 
 Every write runs under the rollout row lock (L10). Two Suppliers instructing the same split hubs at
 once would otherwise each replan without seeing the other's uncommitted HubInstruction rows, and the
@@ -50,7 +51,7 @@ from ..models import (
 )
 from ..models.rollouts import UK
 from .notifications import notify
-from .planning import SOLE, replan, replan_supplier
+from .planning import SOLE, replan, replan_sole, replan_supplier
 
 # copy_csv: a plain CSV is staged by COPY (FORMAT csv) instead of the Python reader, with the same rows, row
 # numbers and failures (tests/rollouts/test_plain_csv.py); 50,000 rows staged in ~0.1 s instead of ~0.5 s.
@@ -242,7 +243,8 @@ class InstructionHandler:
         # instead of joining the 50,000 GUIDs to the hub and rollout tables three times (0.45 s -> 0.15 s).
         staging.create_temp(
             RESOLVED,
-            f"""SELECT r.row_no, r.guid, r.hub_id, r.visible, rh.status AS status, {PARTNER} AS partner
+            f"""SELECT r.row_no, r.guid, r.hub_id, r.visible, rh.status AS status, {PARTNER} AS partner,
+                       rh.id AS rh_id, {RESIDUAL_HUB} AS residual
                 FROM {rows_by_hub(VISIBLE_HUB, "WHERE guid_hex IS NOT NULL")} r
                 LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = r.hub_id
                       AND (rh.import_supplier_id = %(org)s OR rh.gas_supplier_id = %(org)s)""",
@@ -326,7 +328,8 @@ class InstructionHandler:
     def apply(self, staging: Staging, upload: Upload) -> dict[str, Any]:
         staging.create_temp(
             TOUCHED,
-            f"""SELECT x.hub_id, coalesce(t.at, %s::timestamptz) AS deploy_at, x.partner FROM {ROWS} r
+            f"""SELECT x.hub_id, x.rh_id, coalesce(t.at, %s::timestamptz) AS deploy_at, x.partner, x.residual
+                FROM {ROWS} r
                 JOIN {RESOLVED} x ON x.row_no = r.row_no LEFT JOIN {TIMES} t ON t.value = r.deploy_at""",
             [self.default_deploy_at],
         )
@@ -392,9 +395,10 @@ def _record_instruction(
         cursor.execute(
             f"ANALYZE {TOUCHED}" if every_hub else f"CREATE INDEX ON {TOUCHED} (hub_id); ANALYZE {TOUCHED}"
         )
+        residual = None  # split and pilot hubs: counted for a list, unknown for "all my eligible hubs"
         if hubs is None:
-            cursor.execute(f"SELECT count(*) FROM {TOUCHED}")
-            hubs = cursor.fetchone()[0]
+            cursor.execute(f"SELECT count(*), count(*) FILTER (WHERE residual) FROM {TOUCHED}")
+            hubs, residual = cursor.fetchone()
         instruction = Instruction.objects.create(
             rollout=rollout,
             supplier=supplier,
@@ -432,16 +436,18 @@ def _record_instruction(
                     SELECT %s, hub_id, %s, %s, deploy_at FROM {TOUCHED}""",
                 [rollout.pk, supplier.pk, instruction.pk],
             )
-        if hubs >= ANALYZE_FROM:
+        if hubs >= ANALYZE_FROM and residual != 0:
             # Fresh statistics before replan: with stale ones (e.g. the first big instruction on a nearly
             # empty table) its per-hub lookup took the rollout_id index and scanned every instruction of
             # the rollout for each hub (50,000 hubs: > 10 minutes instead of seconds). ANALYZE samples a
-            # bounded number of rows, and counts this transaction's own inserts.
+            # bounded number of rows, and counts this transaction's own inserts. A list of sole hubs only
+            # (no residual ones) is replanned without reading HubInstruction (`replan_sole`), nor are
+            # partners looked up: no ANALYZE (50 ms of a 50,000-hub selection).
             cursor.execute("ANALYZE rollouts_hubinstruction")
     if every_hub:  # every undistributed hub of the Supplier now has this one time
         planned_changed = replan_supplier(rollout.pk, supplier.pk, default_deploy_at, _residual_hubs())
     else:
-        planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
+        planned_changed = _replan_listed(rollout, hubs - residual, residual)
     partners = _split_partners(rollout)
     result = {
         "rollout": rollout.pk,
@@ -464,6 +470,16 @@ def _record_instruction(
         ),
     )
     return instruction, result
+
+
+def _replan_listed(rollout: Rollout, sole: int, residual: int) -> int:
+    """T5 for a list's hubs in TOUCHED (hub_id, rh_id, deploy_at, residual; `sole` rows without `residual`):
+    its sole hubs by `replan_sole`, its split and pilot hubs by `replan` (TOUCHED itself when it has no sole
+    hub: no copy)."""
+    changed = replan_sole(rollout.pk, rollout.auto_deploy_at, TOUCHED) if sole else 0
+    if residual:
+        changed += replan(rollout.pk, hubs_table=_residual_hubs() if sole else TOUCHED)
+    return changed
 
 
 def _residual_hubs() -> str | None:
@@ -735,7 +751,8 @@ def withdraw_instruction(
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {TOUCHED}")
         cursor.execute(
-            f"CREATE TEMP TABLE {TOUCHED} (hub_id bigint, partner bigint, residual boolean) ON COMMIT DROP"
+            f"""CREATE TEMP TABLE {TOUCHED} (hub_id bigint, rh_id bigint, deploy_at timestamptz, partner bigint,
+                                             residual boolean) ON COMMIT DROP"""
         )
         if guids is not None:
             asked = len(guids)
@@ -769,11 +786,12 @@ def withdraw_instruction(
                     WHERE hi.rollout_id = %(rollout)s AND hi.supplier_id = %(org)s {chosen}
                       AND rh.rollout_id = hi.rollout_id AND rh.hub_id = hi.hub_id
                       AND rh.status IN ('pending', 'scheduled')
-                    RETURNING hi.hub_id, {PARTNER} AS partner, {RESIDUAL_HUB} AS residual)
-                INSERT INTO {TOUCHED} SELECT hub_id, partner, residual FROM gone""",
+                    RETURNING hi.hub_id, rh.id AS rh_id, {PARTNER} AS partner, {RESIDUAL_HUB} AS residual),
+                touched AS (INSERT INTO {TOUCHED} SELECT hub_id, rh_id, NULL, partner, residual FROM gone)
+                SELECT count(*), count(*) FILTER (WHERE residual) FROM gone""",
             {"org": org, "rollout": rollout.pk},
         )
-        withdrawn = cursor.rowcount
+        withdrawn, residual = cursor.fetchone()
         cursor.execute(f"ANALYZE {TOUCHED}")
     if not withdrawn:
         planned_changed = 0
@@ -782,7 +800,7 @@ def withdraw_instruction(
         # Split and pilot hubs: only those that had one (RESIDUAL); the others' plan does not involve it.
         planned_changed = replan_supplier(rollout.pk, org, None, _residual_hubs())  # none has one now
     else:
-        planned_changed = replan(rollout.pk, hubs_table=TOUCHED)
+        planned_changed = _replan_listed(rollout, withdrawn - residual, residual)
     partners = _split_partners(rollout) if withdrawn else {}
     result = {
         "rollout": rollout.pk,

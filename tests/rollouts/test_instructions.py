@@ -542,6 +542,44 @@ def test_all_my_eligible_hubs_and_withdrawing_all_plan_split_and_pilot_hubs_and_
     assert replan(live.pk) == 0
 
 
+@pytest.mark.req("E2")
+@pytest.mark.req("E3")
+@pytest.mark.req("T5")
+def test_a_list_of_sole_split_and_pilot_hubs_is_planned_by_the_full_rule(live, import_supplier, gas_supplier):
+    """A list's sole hubs take the time just given without looking up instructions; its split and pilot hubs
+    go through the full rule. Each step's plan is the rule's, and a full replan afterwards changes nothing."""
+    instruct(gas_supplier, live, [SPLIT], JAN_20)
+    by_file(import_supplier, live, f"{SPLIT},2027-01-10T09:00", f"{BOTH_ROLES},2027-02-01T09:00")
+    assert planned(live, SPLIT) == (JAN_20, "instruction")  # E3: both instructed, the later time
+    assert planned(live, BOTH_ROLES) == (FEB_1, "instruction")  # E2: one organisation in both roles
+    assert replan(live.pk) == 0
+
+    result = withdraw(import_supplier, live, [SPLIT, BOTH_ROLES])
+    assert (result["withdrawn"], result["planned_changed"]) == (2, 2)
+    assert planned(live, SPLIT) == planned(live, BOTH_ROLES) == (AUTO, "automatic")
+    assert replan(live.pk) == 0
+
+    both_roles = RolloutHub.objects.get(rollout=live, hub__guid=BOTH_ROLES)
+    batch = Batch.objects.create(
+        rollout=live,
+        region=both_roles.region,
+        group="pilot",
+        name="P1",
+        window_start=JAN_20 - dt.timedelta(days=5),
+        window_end=FEB_1,
+    )
+    RolloutHub.objects.filter(pk=both_roles.pk).update(group="pilot", batch=batch)
+    replan(live.pk)
+    instruct(import_supplier, live, [BOTH_ROLES], FEB_5)
+    assert planned(live, BOTH_ROLES) == (
+        FEB_1,
+        "pilot_window",
+    )  # T5: the earlier of window end and instruction
+    instruct(import_supplier, live, [BOTH_ROLES], JAN_10)
+    assert planned(live, BOTH_ROLES) == (JAN_10, "instruction")
+    assert replan(live.pk) == 0
+
+
 @pytest.mark.req("E4")
 @pytest.mark.req("E2")
 @pytest.mark.req("T5")
