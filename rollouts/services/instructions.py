@@ -6,8 +6,8 @@ eligible hubs" (expanded at receipt from RolloutHub rows). Everything is set-bas
 instruction land in a temporary table of hub ids (`instruction_touched`), one INSERT ... ON CONFLICT
 upserts the Supplier's standing HubInstruction rows (a new instruction replaces the previous one per
 hub), and only those hubs are replanned (E2/E3: both Suppliers of a split hub must instruct; the later time
-wins): a hub whose only Supplier is the one acting takes the time it has just given (`replan_sole`,
-`replan_supplier`), split and pilot hubs go through `replan`.
+wins): the acting Supplier's time is known, so a list's hubs are replanned by `replan_given` and "all my
+eligible hubs" by `replan_supplier`; pilot hubs (and split ones of "all my eligible hubs") go through `replan`.
 
 Every write runs under the rollout row lock (L10). Two Suppliers instructing the same split hubs at
 once would otherwise each replan without seeing the other's uncommitted HubInstruction rows, and the
@@ -51,7 +51,7 @@ from ..models import (
 )
 from ..models.rollouts import UK
 from .notifications import notify
-from .planning import SOLE, replan, replan_sole, replan_supplier
+from .planning import SOLE, replan, replan_given, replan_supplier
 
 # copy_csv: a plain CSV is staged by COPY (FORMAT csv) instead of the Python reader, with the same rows, row
 # numbers and failures (tests/rollouts/test_plain_csv.py); 50,000 rows staged in ~0.1 s instead of ~0.5 s.
@@ -70,10 +70,11 @@ WITHDRAWABLE = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
 NOT_DISTRIBUTED = ("pending", "scheduled")
 # temp table of the hubs one call changes: hub_id, deploy_at, and from the Supplier's own rollout hub row read
 # in the same pass, `partner` (the other Supplier of a split hub, else NULL) and `residual` (split or pilot: not
-# a hub `replan_supplier` writes by itself). _split_partners and the residual replan read these instead of
-# joining the rollout's hub rows again (each such join was a full scan for "all my eligible hubs").
+# a hub `replan_supplier` writes by itself); for a list also `rh_id` (that row) and `pilot` (a hub `replan_given`
+# leaves to `replan`). _split_partners and the replans read these instead of joining the rollout's hub rows
+# again (each such join was a full scan for "all my eligible hubs").
 TOUCHED = "instruction_touched"
-RESIDUAL = "instruction_residual"  # temp table: hub_id of TOUCHED's residual hubs, for `replan`
+RESIDUAL = "instruction_residual"  # temp table: hub_id of TOUCHED's residual (or pilot) hubs, for `replan`
 BY_SUPPLIER_FROM = 100_000  # a withdrawal of all from this many hubs is replanned by Supplier (see `replan`)
 PLAIN_INSERT_FROM = (
     100_000  # hubs in one instruction from which rows are replaced by DELETE + INSERT, not upserted
@@ -244,7 +245,7 @@ class InstructionHandler:
         staging.create_temp(
             RESOLVED,
             f"""SELECT r.row_no, r.guid, r.hub_id, r.visible, rh.status AS status, {PARTNER} AS partner,
-                       rh.id AS rh_id, {RESIDUAL_HUB} AS residual
+                       rh.id AS rh_id, {RESIDUAL_HUB} AS residual, rh."group" = 'pilot' AS pilot
                 FROM {rows_by_hub(VISIBLE_HUB, "WHERE guid_hex IS NOT NULL")} r
                 LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = r.hub_id
                       AND (rh.import_supplier_id = %(org)s OR rh.gas_supplier_id = %(org)s)""",
@@ -328,7 +329,8 @@ class InstructionHandler:
     def apply(self, staging: Staging, upload: Upload) -> dict[str, Any]:
         staging.create_temp(
             TOUCHED,
-            f"""SELECT x.hub_id, x.rh_id, coalesce(t.at, %s::timestamptz) AS deploy_at, x.partner, x.residual
+            f"""SELECT x.hub_id, x.rh_id, coalesce(t.at, %s::timestamptz) AS deploy_at, x.partner, x.residual,
+                       x.pilot
                 FROM {ROWS} r
                 JOIN {RESOLVED} x ON x.row_no = r.row_no LEFT JOIN {TIMES} t ON t.value = r.deploy_at""",
             [self.default_deploy_at],
@@ -395,10 +397,12 @@ def _record_instruction(
         cursor.execute(
             f"ANALYZE {TOUCHED}" if every_hub else f"CREATE INDEX ON {TOUCHED} (hub_id); ANALYZE {TOUCHED}"
         )
-        residual = None  # split and pilot hubs: counted for a list, unknown for "all my eligible hubs"
+        residual = pilot = None  # split and pilot hubs, pilot hubs: counted for a list, not for all eligible
         if hubs is None:
-            cursor.execute(f"SELECT count(*), count(*) FILTER (WHERE residual) FROM {TOUCHED}")
-            hubs, residual = cursor.fetchone()
+            cursor.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE residual), count(*) FILTER (WHERE pilot) FROM {TOUCHED}"
+            )
+            hubs, residual, pilot = cursor.fetchone()
         instruction = Instruction.objects.create(
             rollout=rollout,
             supplier=supplier,
@@ -440,14 +444,14 @@ def _record_instruction(
             # Fresh statistics before replan: with stale ones (e.g. the first big instruction on a nearly
             # empty table) its per-hub lookup took the rollout_id index and scanned every instruction of
             # the rollout for each hub (50,000 hubs: > 10 minutes instead of seconds). ANALYZE samples a
-            # bounded number of rows, and counts this transaction's own inserts. A list of sole hubs only
-            # (no residual ones) is replanned without reading HubInstruction (`replan_sole`), nor are
-            # partners looked up: no ANALYZE (50 ms of a 50,000-hub selection).
+            # bounded number of rows, and counts this transaction's own inserts. A list without split and
+            # pilot hubs is replanned without reading HubInstruction (`replan_given`), nor are partners looked
+            # up: no ANALYZE (50 ms of a 50,000-hub selection).
             cursor.execute("ANALYZE rollouts_hubinstruction")
     if every_hub:  # every undistributed hub of the Supplier now has this one time
         planned_changed = replan_supplier(rollout.pk, supplier.pk, default_deploy_at, _residual_hubs())
     else:
-        planned_changed = _replan_listed(rollout, hubs - residual, residual)
+        planned_changed = _replan_listed(rollout, hubs, pilot)
     partners = _split_partners(rollout)
     result = {
         "rollout": rollout.pk,
@@ -472,23 +476,23 @@ def _record_instruction(
     return instruction, result
 
 
-def _replan_listed(rollout: Rollout, sole: int, residual: int) -> int:
-    """T5 for a list's hubs in TOUCHED (hub_id, rh_id, deploy_at, residual; `sole` rows without `residual`):
-    its sole hubs by `replan_sole`, its split and pilot hubs by `replan` (TOUCHED itself when it has no sole
-    hub: no copy)."""
-    changed = replan_sole(rollout.pk, rollout.auto_deploy_at, TOUCHED) if sole else 0
-    if residual:
-        changed += replan(rollout.pk, hubs_table=_residual_hubs() if sole else TOUCHED)
+def _replan_listed(rollout: Rollout, hubs: int, pilot: int) -> int:
+    """T5 for a list's `hubs` in TOUCHED (hub_id, rh_id, deploy_at, partner, pilot; `pilot` of them pilot
+    hubs): the others by `replan_given`, the pilot hubs by `replan` (TOUCHED itself when all are: no copy)."""
+    changed = replan_given(rollout.pk, rollout.auto_deploy_at, TOUCHED) if hubs > pilot else 0
+    if pilot:
+        changed += replan(rollout.pk, hubs_table=_residual_hubs("pilot") if hubs > pilot else TOUCHED)
     return changed
 
 
-def _residual_hubs() -> str | None:
-    """RESIDUAL: TOUCHED's split and pilot hubs, which `replan_supplier` leaves to `replan`; None if there
-    are none (the common case of a Supplier's own hubs: no further pass over the rollout's hub rows)."""
+def _residual_hubs(column: str = "residual") -> str | None:
+    """RESIDUAL: TOUCHED's hubs with `column` (`residual`: split and pilot, which `replan_supplier` leaves to
+    `replan`; `pilot`, which `replan_given` leaves to it); None if there are none (the common case of a
+    Supplier's own hubs: no further pass over the rollout's hub rows)."""
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {RESIDUAL}")
         cursor.execute(
-            f"CREATE TEMP TABLE {RESIDUAL} ON COMMIT DROP AS SELECT hub_id FROM {TOUCHED} WHERE residual"
+            f"CREATE TEMP TABLE {RESIDUAL} ON COMMIT DROP AS SELECT hub_id FROM {TOUCHED} WHERE {column}"
         )
         if not cursor.rowcount:
             return None
@@ -752,7 +756,7 @@ def withdraw_instruction(
         cursor.execute(f"DROP TABLE IF EXISTS {TOUCHED}")
         cursor.execute(
             f"""CREATE TEMP TABLE {TOUCHED} (hub_id bigint, rh_id bigint, deploy_at timestamptz, partner bigint,
-                                             residual boolean) ON COMMIT DROP"""
+                                             residual boolean, pilot boolean) ON COMMIT DROP"""
         )
         if guids is not None:
             asked = len(guids)
@@ -786,12 +790,13 @@ def withdraw_instruction(
                     WHERE hi.rollout_id = %(rollout)s AND hi.supplier_id = %(org)s {chosen}
                       AND rh.rollout_id = hi.rollout_id AND rh.hub_id = hi.hub_id
                       AND rh.status IN ('pending', 'scheduled')
-                    RETURNING hi.hub_id, rh.id AS rh_id, {PARTNER} AS partner, {RESIDUAL_HUB} AS residual),
-                touched AS (INSERT INTO {TOUCHED} SELECT hub_id, rh_id, NULL, partner, residual FROM gone)
-                SELECT count(*), count(*) FILTER (WHERE residual) FROM gone""",
+                    RETURNING hi.hub_id, rh.id AS rh_id, {PARTNER} AS partner, {RESIDUAL_HUB} AS residual,
+                              rh."group" = 'pilot' AS pilot),
+                touched AS (INSERT INTO {TOUCHED} SELECT hub_id, rh_id, NULL, partner, residual, pilot FROM gone)
+                SELECT count(*), count(*) FILTER (WHERE pilot) FROM gone""",
             {"org": org, "rollout": rollout.pk},
         )
-        withdrawn, residual = cursor.fetchone()
+        withdrawn, pilot = cursor.fetchone()
         cursor.execute(f"ANALYZE {TOUCHED}")
     if not withdrawn:
         planned_changed = 0
@@ -800,7 +805,7 @@ def withdraw_instruction(
         # Split and pilot hubs: only those that had one (RESIDUAL); the others' plan does not involve it.
         planned_changed = replan_supplier(rollout.pk, org, None, _residual_hubs())  # none has one now
     else:
-        planned_changed = _replan_listed(rollout, withdrawn - residual, residual)
+        planned_changed = _replan_listed(rollout, withdrawn, pilot)
     partners = _split_partners(rollout) if withdrawn else {}
     result = {
         "rollout": rollout.pk,

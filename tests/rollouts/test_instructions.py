@@ -545,13 +545,18 @@ def test_all_my_eligible_hubs_and_withdrawing_all_plan_split_and_pilot_hubs_and_
 @pytest.mark.req("E2")
 @pytest.mark.req("E3")
 @pytest.mark.req("T5")
-def test_a_list_of_sole_split_and_pilot_hubs_is_planned_by_the_full_rule(live, import_supplier, gas_supplier):
-    """A list's sole hubs take the time just given without looking up instructions; its split and pilot hubs
-    go through the full rule. Each step's plan is the rule's, and a full replan afterwards changes nothing."""
-    instruct(gas_supplier, live, [SPLIT], JAN_20)
+def test_a_list_of_sole_split_and_pilot_hubs_is_planned_by_the_rule(live, import_supplier, gas_supplier):
+    """A list is replanned knowing the time the Supplier has just given (a split hub looks up only its
+    partner's instruction), its pilot hubs by the full rule. Each step's plan is the rule's, and a full replan
+    afterwards changes nothing."""
     by_file(import_supplier, live, f"{SPLIT},2027-01-10T09:00", f"{BOTH_ROLES},2027-02-01T09:00")
-    assert planned(live, SPLIT) == (JAN_20, "instruction")  # E3: both instructed, the later time
+    assert planned(live, SPLIT) == (AUTO, "automatic")  # E3: GasCo has not instructed
     assert planned(live, BOTH_ROLES) == (FEB_1, "instruction")  # E2: one organisation in both roles
+    assert replan(live.pk) == 0
+    instruct(gas_supplier, live, [SPLIT], JAN_20)
+    assert planned(live, SPLIT) == (JAN_20, "instruction")  # E3: both instructed, the later time
+    instruct(import_supplier, live, [SPLIT], FEB_5)
+    assert planned(live, SPLIT) == (FEB_5, "instruction")  # Volt's is now the later one
     assert replan(live.pk) == 0
 
     result = withdraw(import_supplier, live, [SPLIT, BOTH_ROLES])
@@ -719,18 +724,18 @@ def _run_both(import_supplier, gas_supplier, rollout_id, volt_at, gas_at, *, fir
 def test_two_suppliers_instructing_at_once_lose_no_update(live, import_supplier, gas_supplier, monkeypatch):
     """The first transaction holds the rollout lock (it waits inside, before its replan, until PostgreSQL
     shows another backend waiting for a lock) while the second starts and blocks on the lock."""
-    real_replan = service.replan
+    real_replan = service.replan_given
     holding = threading.Event()
     saw_waiter: list[bool] = []
 
-    def replan_holding_the_lock(rollout_id, hubs_table=None):
+    def replan_holding_the_lock(rollout_id, automatic, touched):
         if threading.current_thread().name == "volt":
             holding.set()
             if another_waits_for_a_lock():
                 saw_waiter.append(True)
-        return real_replan(rollout_id, hubs_table=hubs_table)
+        return real_replan(rollout_id, automatic, touched)
 
-    monkeypatch.setattr(service, "replan", replan_holding_the_lock)
+    monkeypatch.setattr(service, "replan_given", replan_holding_the_lock)
     for round_ in range(3):
         holding.clear()
         volt_at, gas_at = JAN_10 + dt.timedelta(days=round_), JAN_20 + dt.timedelta(days=round_)
@@ -752,16 +757,16 @@ def test_without_the_rollout_lock_the_race_loses_the_update(live, import_supplie
     HubInstruction before either replans (first barrier), and both have replanned before either
     commits (second barrier), so each replan sees only its own instruction."""
     monkeypatch.setattr(service, "_lock_rollout", lambda pk: Rollout.objects.get(pk=pk))
-    real_replan = service.replan
+    real_replan = service.replan_given
     before, after = threading.Barrier(2, timeout=10), threading.Barrier(2, timeout=10)
 
-    def replan_in_step(rollout_id, hubs_table=None):
+    def replan_in_step(rollout_id, automatic, touched):
         before.wait()
-        changed = real_replan(rollout_id, hubs_table=hubs_table)
+        changed = real_replan(rollout_id, automatic, touched)
         after.wait()
         return changed
 
-    monkeypatch.setattr(service, "replan", replan_in_step)
+    monkeypatch.setattr(service, "replan_given", replan_in_step)
     for round_ in range(3):
         before.reset()
         after.reset()
