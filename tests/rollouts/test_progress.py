@@ -35,6 +35,7 @@ from rollouts.services.lifecycle import (
 )
 from rollouts.services.piloting import upload_default_pilot_list
 from rollouts.services.progress import (
+    StatusFeedHandler,
     closure_summary,
     hub_timeline_for,
     post_pilot_success_and_continue,
@@ -143,6 +144,24 @@ def test_a_feed_moves_hubs_forward_keeps_the_timeline_and_updates_the_smi(piloti
         "distributed",
         "activated",
     ]
+    assert counter_mismatches() == []
+
+
+@pytest.mark.req("L10")
+@pytest.mark.req("U1")
+def test_a_feed_whose_hub_rows_changed_after_its_check_applies_nothing(piloting, csp_north, monkeypatch):
+    """A feed finds each hub row where its check read it (same transaction). Every writer takes the rollout
+    lock first (L10), so no row changes in between; if one ever did, the feed must not apply in part."""
+    real_check = StatusFeedHandler.check
+
+    def check_then_change_a_row(self, staging, upload):
+        real_check(self, staging, upload)
+        RolloutHub.objects.filter(rollout=piloting, hub__guid=BOTH).update(failure_reason="")  # a new version
+
+    monkeypatch.setattr(StatusFeedHandler, "check", check_then_change_a_row)
+    with pytest.raises(RuntimeError, match="moved 1 of the 2 hubs"):
+        feed(csp_north, piloting, (SPLIT, "distributed", ago(5)), (BOTH, "distributed", ago(5)))
+    assert status_of(piloting, SPLIT) == status_of(piloting, BOTH) == ("pending", "")
     assert counter_mismatches() == []
 
 
