@@ -61,7 +61,10 @@ def replan(
 
     `supplier_id` serves "all my eligible hubs" and its withdrawal, whose hubs are exactly the Supplier's
     undistributed ones: a filter on the hub rows instead of a semi-join against a million-row temp table
-    (1,000,000 hubs: 11.2 s -> 8.8 s, bench/instructions.py)."""
+    (1,000,000 hubs: 11.2 s -> 8.8 s, bench/instructions.py).
+
+    An instruction list's hubs, but for pilot hubs, go through `replan_given` instead, which knows the acting
+    Supplier's time."""
     # A list's hubs are visited in hub order (DISTINCT ... ORDER BY: each index and table page of the rollout's
     # rows read once, in order; a hashed IN visited them in hash order), by index lookups (random_page_cost
     # 1.1 for this statement, TOOLCHAIN "National scale"; at the default a withdrawal of 50,000 hubs read all
@@ -122,7 +125,8 @@ def replan_given(rollout_id: int, automatic: dt.datetime, touched: str) -> int:
     Only valid under that precondition, as `replan_supplier`: the acting Supplier's time is known, so the rule
     (E3) needs only the partner's HubInstruction, one key lookup per split hub and none for the others, and each
     hub row is visited once (`replan` looks up both Suppliers' and joins the hub rows again to update them).
-    50,000 hubs spread over a Supplier's 1,000,000: 0.19-0.22 s against 0.36-0.50 s (bench/instructions.py).
+    50,000 hubs spread over a Supplier's 1,000,000, tuned server: 0.19-0.24 s against 0.36-0.50 s
+    (bench/instructions.py).
     A full `replan` afterwards changes nothing (tests/rollouts/test_instructions.py).
     """
     with connection.cursor() as cursor:
