@@ -440,7 +440,7 @@ def _record_instruction(
                     SELECT %s, hub_id, %s, %s, deploy_at FROM {TOUCHED}""",
                 [rollout.pk, supplier.pk, instruction.pk],
             )
-        if hubs >= ANALYZE_FROM and residual != 0:
+        if hubs >= ANALYZE_FROM and (residual is None or residual > 0):
             # Fresh statistics before replan: with stale ones (e.g. the first big instruction on a nearly
             # empty table) its per-hub lookup took the rollout_id index and scanned every instruction of
             # the rollout for each hub (50,000 hubs: > 10 minutes instead of seconds). ANALYZE samples a
