@@ -244,7 +244,7 @@ class InstructionHandler:
         # instead of joining the 50,000 GUIDs to the hub and rollout tables three times (0.45 s -> 0.15 s).
         staging.create_temp(
             RESOLVED,
-            f"""SELECT r.row_no, r.guid, r.hub_id, r.visible, rh.status AS status, {PARTNER} AS partner,
+            f"""SELECT r.row_no, r.guid, r.deploy_at, r.hub_id, r.visible, rh.status AS status, {PARTNER} AS partner,
                        rh.id AS rh_id, {RESIDUAL_HUB} AS residual, rh."group" = 'pilot' AS pilot
                 FROM {rows_by_hub(VISIBLE_HUB, "WHERE guid_hex IS NOT NULL")} r
                 LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = r.hub_id
@@ -331,8 +331,7 @@ class InstructionHandler:
             TOUCHED,
             f"""SELECT x.hub_id, x.rh_id, coalesce(t.at, %s::timestamptz) AS deploy_at, x.partner, x.residual,
                        x.pilot
-                FROM {ROWS} r
-                JOIN {RESOLVED} x ON x.row_no = r.row_no LEFT JOIN {TIMES} t ON t.value = r.deploy_at""",
+                FROM {RESOLVED} x LEFT JOIN {TIMES} t ON t.value = x.deploy_at""",
             [self.default_deploy_at],
         )
         self.instruction, self.result = _record_instruction(
@@ -387,16 +386,15 @@ def _record_instruction(
     upload: Upload | None,
     hubs: int | None = None,
 ) -> tuple[Instruction, dict[str, Any]]:
-    """From TOUCHED (hub_id, deploy_at, partner[, residual]; `hubs` rows when the caller knows): the
-    Instruction, the upserted HubInstructions, the replan.
+    """From TOUCHED (hub_id, deploy_at, partner, residual[, rh_id, pilot]; `hubs` rows when the caller knows):
+    the Instruction, the upserted HubInstructions, the replan.
 
-    For "all my eligible hubs" TOUCHED is every undistributed hub of the Supplier (with `residual`), so the
-    replan takes them by Supplier and TOUCHED needs no index (see `replan_supplier`)."""
+    For "all my eligible hubs" TOUCHED is every undistributed hub of the Supplier, so the replan takes them by
+    Supplier (see `replan_supplier`); a list's hubs are replanned by row id (`replan_given`). TOUCHED needs no
+    index either way."""
     every_hub = kind == InstructionKind.ALL_ELIGIBLE
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"ANALYZE {TOUCHED}" if every_hub else f"CREATE INDEX ON {TOUCHED} (hub_id); ANALYZE {TOUCHED}"
-        )
+        cursor.execute(f"ANALYZE {TOUCHED}")  # no index: the replans take their hubs by Supplier or by row id
         residual = pilot = None  # split and pilot hubs, pilot hubs: counted for a list, not for all eligible
         if hubs is None:
             cursor.execute(
@@ -478,10 +476,10 @@ def _record_instruction(
 
 def _replan_listed(rollout: Rollout, hubs: int, pilot: int) -> int:
     """T5 for a list's `hubs` in TOUCHED (hub_id, rh_id, deploy_at, partner, pilot; `pilot` of them pilot
-    hubs): the others by `replan_given`, the pilot hubs by `replan` (TOUCHED itself when all are: no copy)."""
+    hubs): the others by `replan_given`, the pilot hubs by `replan`."""
     changed = replan_given(rollout.pk, rollout.auto_deploy_at, TOUCHED) if hubs > pilot else 0
     if pilot:
-        changed += replan(rollout.pk, hubs_table=_residual_hubs("pilot") if hubs > pilot else TOUCHED)
+        changed += replan(rollout.pk, hubs_table=_residual_hubs("pilot"))
     return changed
 
 
