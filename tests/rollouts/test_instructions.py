@@ -576,10 +576,8 @@ def test_a_list_of_sole_split_and_pilot_hubs_is_planned_by_the_rule(live, import
     RolloutHub.objects.filter(pk=both_roles.pk).update(group="pilot", batch=batch)
     replan(live.pk)
     instruct(import_supplier, live, [BOTH_ROLES], FEB_5)
-    assert planned(live, BOTH_ROLES) == (
-        FEB_1,
-        "pilot_window",
-    )  # T5: the earlier of window end and instruction
+    # T5: the earlier of the pilot window's end and the instruction
+    assert planned(live, BOTH_ROLES) == (FEB_1, "pilot_window")
     instruct(import_supplier, live, [BOTH_ROLES], JAN_10)
     assert planned(live, BOTH_ROLES) == (JAN_10, "instruction")
     assert replan(live.pk) == 0
