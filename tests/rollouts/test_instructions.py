@@ -107,6 +107,21 @@ def planned(rollout, guid):
     return row.planned_activation_at, row.activation_source
 
 
+def pilot_hub_ending(rollout, guid, window_end) -> None:
+    """Test setup: the hub in a pilot batch whose window ends at `window_end`, and replanned (T5)."""
+    row = RolloutHub.objects.get(rollout=rollout, hub__guid=guid)
+    batch = Batch.objects.create(
+        rollout=rollout,
+        region=row.region,
+        group="pilot",
+        name="P1",
+        window_start=window_end - dt.timedelta(days=10),
+        window_end=window_end,
+    )
+    RolloutHub.objects.filter(pk=row.pk).update(group="pilot", batch=batch)
+    replan(rollout.pk)
+
+
 def codes(excinfo) -> list[tuple[int | None, str]]:
     return [(f.row, f.code) for f in excinfo.value.failures]
 
@@ -502,17 +517,7 @@ def test_all_my_eligible_hubs_and_withdrawing_all_plan_split_and_pilot_hubs_and_
 ):
     """The Supplier's split and pilot hubs are planned by the full rule (not the sole-hub shortcut), and
     the receipt and partner notices count the split hubs, as for a list."""
-    both_roles = RolloutHub.objects.get(rollout=live, hub__guid=BOTH_ROLES)
-    batch = Batch.objects.create(
-        rollout=live,
-        region=both_roles.region,
-        group="pilot",
-        name="P1",
-        window_start=JAN_20 - dt.timedelta(days=5),
-        window_end=FEB_1,
-    )
-    RolloutHub.objects.filter(pk=both_roles.pk).update(group="pilot", batch=batch)
-    replan(live.pk)
+    pilot_hub_ending(live, BOTH_ROLES, FEB_1)
     assert planned(live, BOTH_ROLES) == (FEB_1, "pilot_window")
     instruct(gas_supplier, live, [SPLIT], JAN_20)
 
@@ -564,17 +569,7 @@ def test_a_list_of_sole_split_and_pilot_hubs_is_planned_by_the_rule(live, import
     assert planned(live, SPLIT) == planned(live, BOTH_ROLES) == (AUTO, "automatic")
     assert replan(live.pk) == 0
 
-    both_roles = RolloutHub.objects.get(rollout=live, hub__guid=BOTH_ROLES)
-    batch = Batch.objects.create(
-        rollout=live,
-        region=both_roles.region,
-        group="pilot",
-        name="P1",
-        window_start=JAN_20 - dt.timedelta(days=5),
-        window_end=FEB_1,
-    )
-    RolloutHub.objects.filter(pk=both_roles.pk).update(group="pilot", batch=batch)
-    replan(live.pk)
+    pilot_hub_ending(live, BOTH_ROLES, FEB_1)
     instruct(import_supplier, live, [BOTH_ROLES], FEB_5)
     # T5: the earlier of the pilot window's end and the instruction
     assert planned(live, BOTH_ROLES) == (FEB_1, "pilot_window")
