@@ -27,8 +27,9 @@ puts --batch-hubs north hubs (default: --records) in one safe launch batch (A08,
 feeds report on --records of them (default 50,000): a small feed into a big batch with --batch-hubs. Then it
 measures submit_status_feed through the whole service (file kept and hashed, read, COPY to staging,
 checks, one UPDATE … FROM with exact counter deltas, pilot hubs' timeline events (none in this safe launch
-batch), SMI versions, aggregated notices,
-the B1 check):
+batch), the row of SMI versions to write, aggregated notices,
+the B1 check), and then, as its own figure, what the worker does right after the feed commits: the SMI
+versions written to the hubs (U3, rollouts.services.smi; the bench runs it here instead of queueing it):
 
 a. a feed of N records: 97% activated on the target version, 3% failed with a reason;
 b. the same feed again (every hub already at the reported status and time: nothing moves);
@@ -148,19 +149,24 @@ def run(
     clustered: bool = False,
     batch_hubs: int = 0,
 ) -> dict[str, list[float]]:
+    from functools import partial
+    from unittest import mock
+
     from django.db import connection
     from django.utils import timezone
 
+    from rollouts import tasks
     from rollouts.models import RolloutCounter
     from rollouts.services.counters import counter_mismatches
     from rollouts.services.lifecycle import start_safe_launch_without_pilot
     from rollouts.services.progress import rollout_link, submit_status_feed
     from rollouts.services.schedules import upload_safe_launch_schedule
+    from rollouts.services.smi import apply_smi_versions
 
     parties = _parties()
     batch_hubs = max(batch_hubs, records)
     model, v1, v2 = _estate(max(batch_hubs, hubs_per_region, 1), parties["supplier"].pk)
-    times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    times: dict[str, list[float]] = {"a": [], "b": [], "c": [], "smi": []}
     for _ in range(repeat):
         # Bench setup: every run meets the same tables (see the docstring).
         with connection.cursor() as cursor:
@@ -199,9 +205,11 @@ def run(
                 wal_before = _wal_lsn()
                 if profiler:
                     profiler.enable()
-                upload = submit_status_feed(
-                    user=parties["csp"], rollout_id=rollout.pk, content=content, name="feed.csv"
-                )
+                queued = []  # the task its commit sends (eager here: it would run inside the figure)
+                with mock.patch.object(tasks.apply_smi_versions, "delay", partial(queued.append, True)):
+                    upload = submit_status_feed(
+                        user=parties["csp"], rollout_id=rollout.pk, content=content, name="feed.csv"
+                    )
                 if profiler:
                     profiler.disable()
                 times[key].append(perf_counter() - start)
@@ -214,6 +222,13 @@ def run(
                 timer.report(times[key][-1])
             if profiler:
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+            if queued:
+                start = perf_counter()
+                written = apply_smi_versions()
+                times["smi"].append(perf_counter() - start)
+                _say(
+                    f"  {key}, then the worker: {written:,} SMI versions written in {times['smi'][-1]:.2f} s"
+                )
         mismatches = counter_mismatches([rollout.pk])
         activated = sum(
             RolloutCounter.objects.filter(
@@ -289,6 +304,7 @@ def main() -> None:
         "a": f"feed of {options.records:,} records (97% activated, 3% failed)",
         "b": "the same feed again (nothing moves)",
         "c": f"rejected feed of {options.records:,} records (status_invalid)",
+        "smi": "then, in the worker: the SMI versions of feed a written to the hubs",
     }
     for key, label in labels.items():
         _say(f"{label}: median {statistics.median(times[key]):.2f} s")

@@ -27,6 +27,10 @@ app.conf.beat_schedule = {
         "task": "rollouts.tasks.start_due_safe_launches",
         "schedule": crontab(),
     },
+    "apply-smi-versions": {  # every minute (U3: each feed queues its own run; this picks up a lost one)
+        "task": "rollouts.tasks.apply_smi_versions",
+        "schedule": crontab(),
+    },
     "revert-passed-instructions": {  # every 5 minutes (I3: instructed times passing during a hold)
         "task": "rollouts.tasks.revert_passed_instructions",
         "schedule": crontab(minute="*/5"),

@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.contrib.postgres",  # ArrayField (rollouts.models.SmiVersionUpdate)
     "django_htmx",
     "django_tables2",
     "import_export",

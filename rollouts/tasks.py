@@ -73,3 +73,12 @@ def revert_passed_instructions() -> int:
     from rollouts.services.incidents import revert_passed_instructions
 
     return revert_passed_instructions()
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def apply_smi_versions() -> int:
+    """U3: the SMI versions that status feeds confirmed, written to the hubs (queued when a feed commits,
+    and every minute for any a lost task left)."""
+    from rollouts.services.smi import apply_smi_versions
+
+    return apply_smi_versions()

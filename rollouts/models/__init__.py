@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from .audit import Actor, AuditEvent
 from .files import Upload, UploadError, UploadKind, UploadState
-from .inventory import DeviceModel, FirmwareVersion, Hub, HubStatus, InventoryChange
+from .inventory import DeviceModel, FirmwareVersion, Hub, HubStatus, InventoryChange, SmiVersionUpdate
 from .parties import Organisation, OrgKind, Region, Role, User
 from .piloting import (
     Batch,
@@ -43,6 +43,7 @@ from .rollouts import (
 )
 
 __all__ = [
+    "SmiVersionUpdate",
     "Batch",
     "HubEvent",
     "Incident",

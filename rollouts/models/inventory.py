@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -193,3 +194,27 @@ class InventoryChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hub} in upload {self.upload_id}"
+
+
+class SmiVersionUpdate(models.Model):
+    """The SMI versions one status feed confirmed (U3): the hubs it activated on the rollout's target, with
+    each record's time, waiting to be written to the hubs.
+
+    The feed writes one row in its own transaction (an INSERT of two arrays, 50,000 hubs: a few ms) and its
+    hubs' versions are written right after it commits, by a worker (`rollouts.services.smi`); a publication
+    and an inventory load apply any that wait before they read the hubs, and a beat job every minute picks up
+    any that a lost task left. A row is deleted when it is applied: what remains is what waits.
+    """
+
+    rollout = models.ForeignKey("rollouts.Rollout", on_delete=models.PROTECT, related_name="+")
+    upload = models.ForeignKey("rollouts.Upload", on_delete=models.PROTECT, related_name="+")
+    version = models.ForeignKey(FirmwareVersion, on_delete=models.PROTECT, related_name="+")
+    hub_ids = ArrayField(models.BigIntegerField())
+    ats = ArrayField(models.DateTimeField())  # each hub's record time, in the order of hub_ids
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{len(self.hub_ids)} SMI versions from upload {self.upload_id}"

@@ -25,6 +25,7 @@ from django.utils import timezone
 from ..intake.pipeline import ROWS, Layout, Staging, process_upload, receive_upload
 from ..models import Organisation, OrgKind, Upload, UploadKind, User
 from .membership import LIVE, lock_estate, lock_live_rollouts, reconcile_live_rollouts
+from .smi import apply_smi_versions
 
 INVENTORY = Layout(
     kind=UploadKind.INVENTORY,
@@ -187,6 +188,7 @@ class InventoryHandler:
         params = {"upload": upload.pk, "as_of": self.as_of}
         lock_estate(cursor)  # no publication is building its rows meanwhile (see membership)
         lock_live_rollouts(cursor)  # L10, before any hub row is written (see membership)
+        apply_smi_versions()  # U3: every version a feed has confirmed, before the load compares the hubs
         # Sorts and hashes of a million rows in memory, not on disk.
         cursor.execute("SET LOCAL work_mem = '256MB'")
         cursor.execute("SELECT EXISTS (SELECT 1 FROM rollouts_hub)")

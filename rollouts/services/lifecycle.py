@@ -35,6 +35,7 @@ from . import counters
 from .membership import lock_estate
 from .notifications import notify, notify_parties
 from .piloting import void_pilot
+from .smi import apply_smi_versions
 
 LIVE = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
 
@@ -251,6 +252,7 @@ def _publish(proposal: Proposal) -> Rollout:
     """On approval: timeline fixed (T1-T3), eligibility created set-based, overlaps superseded (N2, L9)."""
     with connection.cursor() as cursor:
         lock_estate(cursor)  # no inventory load changes the hubs while their rows are built (see membership)
+    apply_smi_versions()  # U3: every version a feed has confirmed, before eligibility reads the hubs
     rollout = Rollout.objects.select_for_update().get(pk=proposal.rollout_id)
     now = timezone.now()
     changes: dict[str, Any] = {"published_at": now}

@@ -46,8 +46,9 @@ def lock_live_rollouts(cursor) -> None:
     for a foreign-key check while holding a hub's rollout row the feed needed), or a feed that had read a
     hub as `scheduled` wrote `activated` over the load's `left`, with counter deltas from the status it had
     read (tests/rollouts/test_safe_launch_progress.py).
-    Taking it before any hub write keeps the order every such service uses (the rollout, then hub rows:
-    a feed writes the SMI versions of the hubs it activates), so the two cannot deadlock."""
+    Taking it before any hub write keeps the order every such service uses (the rollout, then hub rows),
+    so the two cannot deadlock. The SMI versions a feed confirms are written after it commits, under the
+    estate lock alone (`rollouts.services.smi`)."""
     cursor.execute(f"SELECT id FROM rollouts_rollout WHERE status IN {LIVE} ORDER BY id FOR UPDATE")
 
 

@@ -4,8 +4,9 @@ retry of failed hubs (B2), the System's start of safe launch (L5, PL10) and the 
 A status feed goes through the one intake pipeline. It is checked and applied set-based: the staged
 records are joined once against the hubs, the rollout's hubs and their batches (`feed_rows`); every
 rule is one INSERT … SELECT into the failures table; applying is one UPDATE … FROM of the rollout's
-hubs whose RETURNING old values feed the counter delta table (U1), one INSERT of the pilot hubs' timeline
-events (HubEvent) and one UPDATE of the SMI versions (U3).
+hubs whose RETURNING old values feed the counter delta table (U1) and the one row of SMI versions to write
+(U3: `rollouts.services.smi`, right after the feed commits), and one INSERT of the pilot hubs' timeline
+events (HubEvent).
 
 The timeline is enhanced monitoring, which the modification gives to hubs enrolled in a pilot (PL9;
 SECMP0024 MP24-AD11): a pilot hub's records are all kept, whatever the stage. A safe launch hub has its
@@ -42,7 +43,7 @@ from django.db.models import Max, Q, QuerySet, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import audit
+from .. import audit, tasks
 from ..intake.pipeline import (
     FAILURES,
     ROWS,
@@ -158,6 +159,8 @@ class StatusFeedHandler:
         if self.pilot_touched or self.summary.get("distributed"):
             _notify_pilot_milestones(rollout, self.pilot_before, _pilot_counts(rollout.pk))
         check_failure_thresholds(rollout, self.touched_batches, pilot=self.pilot_touched)
+        if self.summary.get("smi_versions_queued"):
+            transaction.on_commit(tasks.apply_smi_versions.delay)  # U3: the hubs' versions, right after
 
     @property
     def _params(self) -> dict[str, Any]:
@@ -339,8 +342,8 @@ class StatusFeedHandler:
                                                    new_status text, moved_n bigint) ON COMMIT DROP"""
         )
         # One statement moves the hubs (no rule failed, so `moves` is the whole condition): the UPDATE of
-        # the rollout's hubs RETURNs the old and new counter keys, which feed the SMI versions of the hubs
-        # activated on the target (U3); the moved rows grouped by their keys (a few groups) give the summed
+        # the rollout's hubs RETURNs the old and new counter keys, which feed the one row of SMI versions of the
+        # hubs activated on the target (U3, written by `smi` after the commit); the moved rows grouped by their keys (a few groups) give the summed
         # counter deltas (U1), the feed's figures and the per-Supplier counts of the notice, so the moved
         # rows are never written to or read back from a table of their own, and read twice. Only the status
         # columns change: no index holds them (HOT updates where the page has room). Each UPDATE walks its
@@ -363,13 +366,12 @@ class StatusFeedHandler:
                               f.import_supplier_id AS new_import, f.gas_supplier_id AS new_gas,
                               rh.region AS new_region, rh."group" AS new_group, f.new_status
                 ), smi AS (
-                    UPDATE rollouts_hub h
-                    SET firmware_version_id = %(target_id)s, firmware_as_of = greatest(h.firmware_as_of, m.at),
-                        updated_at = %(now)s
-                    FROM (SELECT hub_id, at FROM moved WHERE new_status = 'activated' ORDER BY hub_id) m
-                    WHERE h.id = m.hub_id
-                      AND h.firmware_version_id IS DISTINCT FROM %(target_id)s
-                    RETURNING 1
+                    INSERT INTO rollouts_smiversionupdate (rollout_id, upload_id, version_id, hub_ids, ats, created_at)
+                    SELECT %(rollout)s, %(upload)s, %(target_id)s, array_agg(hub_id ORDER BY hub_id),
+                           array_agg(at ORDER BY hub_id), %(now)s
+                    FROM moved WHERE new_status = 'activated'
+                    HAVING count(*) > 0
+                    RETURNING cardinality(hub_ids) AS hubs
                 ), grouped AS (
                     SELECT rollout_id, batch_id, status, old_import, old_gas, old_region, old_group, old_status,
                            new_import, new_gas, new_region, new_group, new_status, count(*) AS moved_n
@@ -396,7 +398,7 @@ class StatusFeedHandler:
                        coalesce(sum(moved_n) FILTER (WHERE new_status = 'activated'), 0)::bigint,
                        coalesce(sum(moved_n) FILTER (WHERE new_status = 'failed'), 0)::bigint,
                        coalesce(sum(moved_n) FILTER (WHERE status = 'activated' AND new_status = 'failed'), 0)::bigint,
-                       (SELECT count(*) FROM smi),
+                       (SELECT coalesce(sum(hubs), 0)::bigint FROM smi),
                        (SELECT coalesce(json_agg(json_build_array(org, coalesce(activated, 0), coalesce(failed, 0))),
                                         '[]') FROM suppliers),
                        (SELECT count(*) FROM feed_rows WHERE moves)
@@ -412,7 +414,7 @@ class StatusFeedHandler:
             activated,
             failed,
             wrong_version,
-            smi_updated,
+            smi_queued,
             by_supplier,
             to_move,
         ) = cursor.fetchone()
@@ -454,7 +456,7 @@ class StatusFeedHandler:
             "failed": failed,
             "failed_wrong_version": wrong_version,
             "events": events,
-            "smi_versions_updated": smi_updated,
+            "smi_versions_queued": smi_queued,
         }
         return self.summary
 

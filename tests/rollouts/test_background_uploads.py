@@ -18,14 +18,17 @@ from rollouts.intake import pipeline
 from rollouts.intake.pipeline import applied_here, process_upload_in_worker
 from rollouts.models import (
     Batch,
+    Hub,
     Notice,
     PilotAmendment,
     Rollout,
     RolloutHub,
+    SmiVersionUpdate,
     Status,
     UploadState,
     VulnerableFlag,
 )
+from rollouts.services import smi
 from rollouts.services.piloting import (
     upload_default_pilot_list,
     upload_preferred_pilot_list,
@@ -35,6 +38,8 @@ from rollouts.services.schedules import upload_safe_launch_schedule
 from tests.conftest import celery_worker, database_url_for_children
 
 from .test_piloting import BOTH_ROLES, SINGLE, SPLIT, csv_file, live  # noqa: F401 - fixture
+from .test_progress import ago, feed
+from .test_safe_launch_progress import launching  # noqa: F401 - fixture
 from .test_schedules import AUTO, W1
 
 BROKER = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
@@ -240,3 +245,32 @@ def test_a_big_default_list_is_applied_by_a_worker_in_another_process(
     assert listed(live) == {SINGLE}
     assert Notice.objects.filter(organisation=csp_south.organisation, kind="upload.applied").count() == 1
     assert here == []  # applied in the worker's process, not in this one
+
+
+@pytest.mark.worker
+@pytest.mark.req("U3")
+@pytest.mark.django_db(transaction=True)
+def test_a_feeds_smi_versions_are_written_by_a_worker_in_another_process_after_it_commits(
+    launching,  # noqa: F811
+    csp_north,
+    estate,
+    broker_app,
+    tmp_path,
+    monkeypatch,
+):
+    here = []
+    monkeypatch.setattr(
+        smi, "apply_smi_versions", lambda: here.append("applied here")
+    )  # never in this process
+    env = {"DATABASE_URL": database_url_for_children()}
+    with celery_worker(tmp_path, broker=BROKER, env=env) as worker:
+        upload = feed(csp_north, launching, (SPLIT, "activated", ago(2)))
+        assert upload.state == UploadState.APPLIED  # a small feed: applied here; its SMI versions wait
+        deadline = time.monotonic() + 90
+        while SmiVersionUpdate.objects.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if SmiVersionUpdate.objects.exists():
+            worker.terminate()
+            pytest.fail(f"the worker did not write the SMI versions:\n{worker.communicate(timeout=10)[0]}")
+    assert Hub.objects.get(guid=SPLIT).firmware_version == estate["v2"]
+    assert here == []

@@ -13,6 +13,7 @@ from django.core.files.base import ContentFile
 from django.db import connection
 from django.utils import timezone
 
+from rollouts import tasks
 from rollouts.models import (
     Batch,
     Hub,
@@ -21,11 +22,13 @@ from rollouts.models import (
     Notice,
     Rollout,
     RolloutHub,
+    SmiVersionUpdate,
     Stage,
     Status,
     UploadState,
 )
 from rollouts.services.counters import counter_mismatches
+from rollouts.services.inventory import load_inventory
 from rollouts.services.lifecycle import (
     approve_proposal,
     pause_rollout,
@@ -45,7 +48,9 @@ from rollouts.services.progress import (
     threshold_crossed,
 )
 from rollouts.services.schedules import hold_batch, upload_default_pilot_schedule
+from rollouts.services.smi import apply_smi_versions
 
+from .conftest import inventory, new_draft
 from .test_lifecycle import publish
 
 SPLIT = "00DB000000000001"  # north, Volt (import) + GasCo (gas)
@@ -130,10 +135,13 @@ def piloting(draft, dcc, dcc_2, csp_north, csp_south) -> Rollout:
 @pytest.mark.req("PL9")
 @pytest.mark.req("U1")
 @pytest.mark.req("U3")
-def test_a_feed_moves_hubs_forward_keeps_the_timeline_and_updates_the_smi(piloting, csp_north, estate):
+def test_a_feed_moves_hubs_forward_keeps_the_timeline_and_updates_the_smi(
+    piloting, csp_north, estate, django_capture_on_commit_callbacks
+):
     feed(csp_north, piloting, (BOTH, "scheduled", ago(5)))
     feed(csp_north, piloting, (BOTH, "distributed", ago(4)))
-    upload = feed(csp_north, piloting, (BOTH, "activated", ago(3)))
+    with django_capture_on_commit_callbacks(execute=True):  # the commit queues the SMI's update: run here
+        upload = feed(csp_north, piloting, (BOTH, "activated", ago(3)))
     assert upload.state == UploadState.APPLIED
     assert status_of(piloting, BOTH) == ("activated", "")
     assert Hub.objects.get(guid=BOTH).firmware_version == estate["v2"]
@@ -175,15 +183,30 @@ def _hub_updates() -> tuple[int, int]:
         return cursor.fetchone()
 
 
+def on_v2(estate) -> set[str]:
+    return set(
+        Hub.objects.filter(guid__in=[SPLIT, BOTH], firmware_version=estate["v2"]).values_list(
+            "guid", flat=True
+        )
+    )
+
+
 @pytest.mark.req("U3")
-def test_the_smi_version_update_of_an_activation_is_a_hot_update(piloting, csp_north, estate):
-    """An activation rewrites the hub's version in the SMI in place (a HOT update: no index entry), which
-    a 30M-row table only allows when no index holds the columns it writes and its pages keep room."""
+def test_the_smi_version_update_of_an_activation_is_a_hot_update_right_after_the_feed(
+    piloting, csp_north, estate, django_capture_on_commit_callbacks
+):
+    """A feed queues its activations' SMI versions and the commit sends the task that writes them, which
+    rewrites each hub's version in place (a HOT update: no index entry): a 30M-row table only allows that
+    when no index holds the columns it writes and its pages keep room."""
     feed(csp_north, piloting, (SPLIT, "distributed", ago(4)), (BOTH, "distributed", ago(4)))
     before = _hub_updates()
-    upload = feed(csp_north, piloting, (SPLIT, "activated", ago(3)), (BOTH, "activated", ago(3)))
-    assert upload.summary["smi_versions_updated"] == 2
-    assert Hub.objects.filter(guid__in=[SPLIT, BOTH], firmware_version=estate["v2"]).count() == 2
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        upload = feed(csp_north, piloting, (SPLIT, "activated", ago(3)), (BOTH, "activated", ago(3)))
+    assert upload.summary["smi_versions_queued"] == 2
+    assert _hub_updates() == before and on_v2(estate) == set()  # the feed itself writes no hub row
+    assert tasks.apply_smi_versions.delay in callbacks  # its commit sends the task
+    assert apply_smi_versions() == 2
+    assert on_v2(estate) == {SPLIT, BOTH} and not SmiVersionUpdate.objects.exists()
     updated, hot = (after - was for after, was in zip(_hub_updates(), before, strict=True))
     assert (updated, hot) == (2, 2)
     with connection.cursor() as cursor:  # the room on each page, for estates loaded by COPY
@@ -322,7 +345,8 @@ def test_a_mixed_feed_reports_its_figures_once_and_each_supplier_counts_its_own_
     upload = feed(csp_north, piloting, (BOTH, "activated", at), (SPLIT, "activated", at, "", OLD))
     figures = {k: upload.summary[k] for k in ("moved", "activated", "failed", "failed_wrong_version")}
     assert figures == {"moved": 2, "activated": 1, "failed": 1, "failed_wrong_version": 1}
-    assert (upload.summary["smi_versions_updated"], upload.summary["events"]) == (1, 2)
+    assert (upload.summary["smi_versions_queued"], upload.summary["events"]) == (1, 2)
+    assert apply_smi_versions() == 1
     assert Hub.objects.get(guid=BOTH).firmware_version == estate["v2"]
     assert Hub.objects.get(guid=SPLIT).firmware_version == estate["v1"]
     # Volt holds both hubs (import of the split one), GasCo only the split one's gas role: one notice each.
@@ -332,12 +356,55 @@ def test_a_mixed_feed_reports_its_figures_once_and_each_supplier_counts_its_own_
     assert "1 of your hubs failed" in gasco.body and "activated firmware" not in gasco.body
     assert counter_mismatches() == []
     again = feed(csp_north, piloting, (BOTH, "activated", at), (SPLIT, "activated", at, "", OLD))
-    assert (again.summary["moved"], again.summary["events"], again.summary["smi_versions_updated"]) == (
+    assert (again.summary["moved"], again.summary["events"], again.summary["smi_versions_queued"]) == (
         0,
         0,
         0,
     )
     assert Notice.objects.filter(kind="progress.outcomes").count() == 2  # nothing new to tell
+
+
+@pytest.mark.req("U3")
+@pytest.mark.req("N2")
+def test_a_publication_reads_every_smi_version_a_feed_has_confirmed(piloting, csp_north, dcc, dcc_2, estate):
+    """BOTH activates v2 and its SMI version waits for the worker; a rollout replacing v2 is published in
+    that moment. Eligibility is the SMI's version (N2), so BOTH must be in it, with hub 05 (on v2 from the
+    start); SPLIT, still on v1, must not."""
+    feed(csp_north, piloting, (BOTH, "activated", ago(2)))
+    assert SmiVersionUpdate.objects.count() == 1  # waiting: no worker has run
+    newer = publish(new_draft(dcc, estate["v3"], [estate["v2"]]), dcc, dcc_2)
+    enrolled = set(RolloutHub.objects.filter(rollout=newer).values_list("hub__guid", flat=True))
+    assert enrolled == {BOTH, NOT_ELIGIBLE}
+    assert not SmiVersionUpdate.objects.exists()
+
+
+@pytest.mark.req("U3")
+@pytest.mark.req("B3")
+def test_an_inventory_load_compares_with_every_smi_version_a_feed_has_confirmed(
+    piloting, csp_north, import_supplier
+):
+    """BOTH activates v2 and its SMI version waits; an inventory load that states BOTH on v2 then finds
+    nothing changed: its change log would otherwise record a version change the hub never made."""
+    feed(csp_north, piloting, (BOTH, "activated", ago(2)))
+    volt = import_supplier.organisation.slug
+    upload = load_inventory(user=None, content=inventory(f"{BOTH},010A030B,{TARGET},north,{volt},{volt},"))
+    assert (upload.summary["updated"], upload.summary["version_changed"]) == (0, 0)
+    assert not SmiVersionUpdate.objects.exists()
+    assert status_of(piloting, BOTH) == ("activated", "")
+
+
+@pytest.mark.req("U3")
+def test_two_waiting_activations_of_a_hub_leave_the_later_records_version(piloting, csp_north, estate):
+    """The same hub activated by two feeds before the worker runs (here: two rows for one hub, the second
+    with an earlier record time, as a delayed file would give): the later record's version wins."""
+    feed(csp_north, piloting, (BOTH, "activated", ago(2)))
+    (first,) = SmiVersionUpdate.objects.all()
+    earlier = timezone.now() - dt.timedelta(hours=5)
+    SmiVersionUpdate.objects.create(
+        rollout=piloting, upload=first.upload, version=estate["v3"], hub_ids=first.hub_ids, ats=[earlier]
+    )
+    assert apply_smi_versions() == 1
+    assert Hub.objects.get(guid=BOTH).firmware_version == estate["v2"]
     assert counter_mismatches() == []
 
 
