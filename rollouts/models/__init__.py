@@ -43,7 +43,6 @@ from .rollouts import (
 )
 
 __all__ = [
-    "SmiVersionUpdate",
     "Batch",
     "HubEvent",
     "Incident",
@@ -84,6 +83,7 @@ __all__ = [
     "Hub",
     "HubStatus",
     "InventoryChange",
+    "SmiVersionUpdate",
     "Upload",
     "UploadError",
     "UploadKind",

@@ -342,16 +342,17 @@ class StatusFeedHandler:
                                                    new_status text, moved_n bigint) ON COMMIT DROP"""
         )
         # One statement moves the hubs (no rule failed, so `moves` is the whole condition): the UPDATE of
-        # the rollout's hubs RETURNs the old and new counter keys, which feed the one row of SMI versions of the
-        # hubs activated on the target (U3, written by `smi` after the commit); the moved rows grouped by their keys (a few groups) give the summed
-        # counter deltas (U1), the feed's figures and the per-Supplier counts of the notice, so the moved
-        # rows are never written to or read back from a table of their own, and read twice. Only the status
-        # columns change: no index holds them (HOT updates where the page has room). Each UPDATE walks its
-        # table in page order: at 1M records on a larger-than-cache hub table, random order costs a page read or
-        # write per row. The rollout's hub rows are found where `check` read them (ctid, same transaction, under
+        # the rollout's hubs RETURNs the old and new counter keys. They feed the one row of SMI versions of
+        # the hubs activated on the target (U3: `rollouts.services.smi` writes them to the hubs after the
+        # commit), and the moved rows grouped by their keys (a few groups) give the summed counter deltas
+        # (U1), the feed's figures and the per-Supplier counts of the notice, so the moved rows are never
+        # written to or read back from a table of their own, and read twice. Only the status columns
+        # change: no index holds them (HOT updates where the page has room). The UPDATE walks its table in
+        # page order: at 1M records on a larger-than-cache table, random order costs a page read or write
+        # per row. The rollout's hub rows are found where `check` read them (ctid, same transaction, under
         # the rollout lock that every writer of them takes, L10), not by a primary key lookup each (3 index
-        # pages a row; 50,000 records, tuned server: this statement 0.50-0.67 s against 0.55-0.72 s); the count of
-        # moved rows must equal the count of rows that move, or the feed is rolled back.
+        # pages a row; 50,000 records, tuned server: this statement 0.50-0.67 s against 0.55-0.72 s); the
+        # count of moved rows must equal the count of rows that move, or the feed is rolled back.
         cursor.execute(
             f"""WITH moved AS (
                     UPDATE rollouts_rollouthub rh
