@@ -160,7 +160,9 @@ class StatusFeedHandler:
             _notify_pilot_milestones(rollout, self.pilot_before, _pilot_counts(rollout.pk))
         check_failure_thresholds(rollout, self.touched_batches, pilot=self.pilot_touched)
         if self.summary.get("smi_versions_queued"):
-            transaction.on_commit(tasks.apply_smi_versions.delay)  # U3: the hubs' versions, right after
+            # U3: the hubs' versions, right after. Robust: the feed has committed, so a broker that is down
+            # is logged, not turned into an error for the CSP; the beat job writes them once it is back.
+            transaction.on_commit(tasks.apply_smi_versions.delay, robust=True)
 
     @property
     def _params(self) -> dict[str, Any]:

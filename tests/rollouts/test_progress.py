@@ -394,6 +394,23 @@ def test_an_inventory_load_compares_with_every_smi_version_a_feed_has_confirmed(
 
 
 @pytest.mark.req("U3")
+def test_a_feed_whose_task_cannot_be_sent_is_applied_and_its_smi_versions_wait_for_the_beat_job(
+    piloting, csp_north, estate, monkeypatch, django_capture_on_commit_callbacks
+):
+    def broker_down():
+        raise ConnectionRefusedError("the broker is down")
+
+    monkeypatch.setattr(tasks.apply_smi_versions, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        upload = feed(csp_north, piloting, (BOTH, "activated", ago(2)))
+    assert upload.state == UploadState.APPLIED and status_of(piloting, BOTH) == ("activated", "")
+    assert Hub.objects.get(guid=BOTH).firmware_version == estate["v1"]  # waiting, not lost
+    monkeypatch.undo()
+    assert tasks.apply_smi_versions() == 1  # the beat job's run
+    assert Hub.objects.get(guid=BOTH).firmware_version == estate["v2"]
+
+
+@pytest.mark.req("U3")
 def test_two_waiting_activations_of_a_hub_leave_the_later_records_version(piloting, csp_north, estate):
     """The same hub activated by two feeds before the worker runs (here: two rows for one hub, the second
     with an earlier record time, as a delayed file would give): the later record's version wins."""
