@@ -31,6 +31,10 @@ app.conf.beat_schedule = {
         "task": "rollouts.tasks.apply_smi_versions",
         "schedule": crontab(),
     },
+    "email-unsent-notices": {  # every 5 minutes (a notice whose e-mail task was lost: broker down at commit)
+        "task": "rollouts.tasks.email_unsent_notices",
+        "schedule": crontab(minute="*/5"),
+    },
     "revert-passed-instructions": {  # every 5 minutes (I3: instructed times passing during a hold)
         "task": "rollouts.tasks.revert_passed_instructions",
         "schedule": crontab(minute="*/5"),

@@ -82,3 +82,11 @@ def apply_smi_versions() -> int:
     from rollouts.services.smi import apply_smi_versions
 
     return apply_smi_versions()
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
+def email_unsent_notices() -> int:
+    """The e-mails of notices whose task was lost (every 5 minutes)."""
+    from rollouts.services.notifications import email_unsent_notices
+
+    return email_unsent_notices()

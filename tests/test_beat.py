@@ -14,5 +14,6 @@ def test_every_beat_entry_names_a_registered_task():
         "rollouts.tasks.start_due_safe_launches",
         "rollouts.tasks.revert_passed_instructions",
         "rollouts.tasks.apply_smi_versions",
+        "rollouts.tasks.email_unsent_notices",
     }
     assert names <= set(app.tasks)

@@ -351,7 +351,13 @@ class Notice(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["organisation", "-created_at"], name="notice_org_recent")]
+        indexes = [
+            models.Index(fields=["organisation", "-created_at"], name="notice_org_recent"),
+            # The few notices whose e-mail is not sent yet, for the beat job that sends any a lost task left.
+            models.Index(
+                fields=["created_at"], name="notice_not_emailed", condition=Q(emailed_at__isnull=True)
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.subject

@@ -3,6 +3,7 @@ Supplier to another Supplier (P4)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from functools import partial
 
@@ -39,7 +40,9 @@ def notify(
     )
     ids = [n.pk for n in notices]
     if ids:
-        transaction.on_commit(partial(tasks.email_notices.delay, ids))
+        # Robust: the action has committed, so a broker that is down is logged, not turned into an error for
+        # the user; `email_unsent_notices` (beat) sends these once it is back.
+        transaction.on_commit(partial(tasks.email_notices.delay, ids), robust=True)
     return notices
 
 
@@ -78,6 +81,26 @@ def email_notices(notice_ids: list[int]) -> int:
                 )
                 sent += 1
     return sent
+
+
+UNSENT_AFTER = dt.timedelta(minutes=2)  # the task sent on commit has normally run by then
+UNSENT_WITHIN = dt.timedelta(
+    days=1
+)  # an older notice stays on the dashboard only: news by e-mail, not history
+
+
+def email_unsent_notices(now: dt.datetime | None = None) -> int:
+    """E-mail the notices whose task was lost (a broker down at commit, a worker that died): those not
+    e-mailed yet, created between a day and two minutes ago. Returns how many were sent."""
+    now = now or timezone.now()
+    ids = list(
+        Notice.objects.filter(
+            emailed_at__isnull=True, created_at__lt=now - UNSENT_AFTER, created_at__gte=now - UNSENT_WITHIN
+        )
+        .order_by("created_at", "id")
+        .values_list("pk", flat=True)
+    )
+    return email_notices(ids)
 
 
 @transaction.atomic
