@@ -27,9 +27,9 @@ puts --batch-hubs north hubs (default: --records) in one safe launch batch (A08,
 feeds report on --records of them (default 50,000): a small feed into a big batch with --batch-hubs. Then it
 measures submit_status_feed through the whole service (file kept and hashed, read, COPY to staging,
 checks, one UPDATE … FROM with exact counter deltas, pilot hubs' timeline events (none in this safe launch
-batch), the row of SMI versions to write, aggregated notices,
-the B1 check), and then, as its own figure, what the worker does right after the feed commits: the SMI
-versions written to the hubs (U3, rollouts.services.smi; the bench runs it here instead of queueing it):
+batch), the row of SMI versions to write, aggregated notices, the B1 check). Then, as its own figure, it
+measures what a worker does just after the feed commits: writing the SMI versions to the hubs (U3,
+rollouts.services.smi). The bench runs that step here instead of queueing it:
 
 a. a feed of N records: 97% activated on the target version, 3% failed with a reason;
 b. the same feed again (every hub already at the reported status and time: nothing moves);
