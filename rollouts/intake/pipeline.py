@@ -389,14 +389,16 @@ def _check_guids(staging: Staging) -> None:
         )
 
 
-def rows_by_hub(hub_columns: str, where: str = "") -> str:
+def rows_by_hub(hub_columns: str, where: str = "", rows: str = ROWS) -> str:
     """The staged rows (all, or those `where` keeps) with their hub's id as `hub_id` and `hub_columns` (of
     alias h; NULL when the GUID is unknown), as a subquery to join the rollout's rows to by hub_id. The
     rows meet the hubs' GUID index in GUID order and leave in hub order, the order in which publication
     wrote each rollout's rows: each index and table page is read once and in order, instead of once per
-    row in the file's order, which is what a list spread over a national estate costs (bench.progress)."""
+    row in the file's order, which is what a list spread over a national estate costs (bench.progress).
+    `rows`: the staged rows with columns of their own joined on (a subquery), so that no join after this
+    one undoes the hub order: join anything else here, or after the rollout's rows."""
     return f"""(SELECT r.*, h.id AS hub_id, {hub_columns}
-                FROM (SELECT * FROM {ROWS} {where} ORDER BY guid_hex OFFSET 0) r
+                FROM (SELECT * FROM {rows} {where} ORDER BY guid_hex OFFSET 0) r
                 LEFT JOIN rollouts_hub h ON h.guid = r.guid_hex
                 ORDER BY h.id OFFSET 0)"""
 

@@ -110,6 +110,9 @@ _ISO_DAY_EXISTS = (
     "substr(value, 9, 2)::int <= extract(day FROM make_date(substr(value, 1, 4)::int, substr(value, 6, 2)::int, 1)"
     " + interval '1 month - 1 day')"
 )
+# The staged records with their parsed `at` (StatusFeedHandler._stage_times), for rows_by_hub.
+FEED_ROWS_WITH_TIMES = f"""(SELECT r.*, t.at AS at_parsed, t.code AS at_code, t.message AS at_message
+                           FROM {ROWS} r LEFT JOIN feed_times t ON t.value = r.at) staged"""
 CLOCK_SKEW = dt.timedelta(minutes=10)  # a record timed later than now + this is refused
 LIVE_STATUSES = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
 ON_HOLD = (Status.PAUSED, Status.SUSPENDED)
@@ -235,7 +238,7 @@ class StatusFeedHandler:
                     FROM (
                         SELECT r.row_no, r.guid, r.guid_hex, r.status AS status_given,
                                lower(btrim(r.status)) AS status, r.at AS at_given,
-                               t.at, t.code AS at_code, t.message AS at_message,
+                               r.at_parsed AS at, r.at_code, r.at_message,
                                nullif(btrim(r.reason), '') AS reason,
                                upper(nullif(btrim(r.firmware_version), '')) AS fw,
                                r.hub_id, r.visible, rh.id AS rh_id, rh.ctid AS rh_ctid,
@@ -246,11 +249,13 @@ class StatusFeedHandler:
                                 AND ((%(pilot_live)s AND b."group" = 'pilot')
                                      OR (%(any_live)s AND NOT %(pilot_live)s))) AS live
                         -- rows_by_hub: 50,000 records spread over 3M hubs, tuned server, this statement
-                        -- 0.90-1.48 s against 1.27-1.49 s in the file's order.
-                        FROM {rows_by_hub("h.region = %(region)s AS visible")} r
+                        -- 0.90-1.48 s against 1.27-1.49 s in the file's order. The parsed times are joined
+                        -- on before it: joined after, a hash join of 50,000 distinct times gave the rows in
+                        -- the times' order and each rollout row was looked up in random order (0.67 s
+                        -- against 0.43 s).
+                        FROM {rows_by_hub("h.region = %(region)s AS visible", rows=FEED_ROWS_WITH_TIMES)} r
                         LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = r.hub_id
                         LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
-                        LEFT JOIN feed_times t ON t.value = r.at
                         OFFSET 0
                     ) j
                     OFFSET 0
