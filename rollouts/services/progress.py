@@ -196,6 +196,9 @@ class StatusFeedHandler:
                 FROM (SELECT DISTINCT at AS value FROM {ROWS} WHERE at IS NOT NULL) d""",
             {"iso": ISO_AT_SQL},
         )
+        # Its statistics, for the join onto the staged records: without them the planner took one time for
+        # 610 and the join's 50,000 rows for 152,500, and read the whole hub index and rollout (1.7 s).
+        cursor.execute("ANALYZE feed_times (value)")
         cursor.execute("SELECT value FROM feed_times WHERE at IS NULL")
         parsed = []
         for (value,) in cursor.fetchall():
