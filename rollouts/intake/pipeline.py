@@ -57,6 +57,10 @@ class Layout:
     # The staged columns whose statistics the layout's checks need (ANALYZE of those only); empty: all.
     # A layout whose statements join on the GUID alone skips the other text columns' sorts (~0.1 s per file).
     analyze_columns: tuple[str, ...] = ()
+    # Their statistics target (PostgreSQL samples 300 rows per unit); 0: the server's (100: 30,000 rows).
+    # A layout whose joins meet unique keys needs only the number of distinct values, which a small
+    # sample gives (50,000 rows: ANALYZE 4 ms at 10 against 23 ms at 100).
+    analyze_target: int = 0
 
     @property
     def names(self) -> list[str]:
@@ -247,6 +251,12 @@ def _stage_check_apply(upload: Upload, handler: Handler) -> Upload:
         staging.row_count = _stage_rows(cursor, upload.pk, layout, fileobj)
         set_progress(upload.pk, "checking", staging.row_count)
         only = ", ".join(f'"{name}"' for name in layout.analyze_columns)
+        if only and layout.analyze_target:
+            targets = ", ".join(
+                f'ALTER COLUMN "{name}" SET STATISTICS {int(layout.analyze_target)}'
+                for name in layout.analyze_columns
+            )
+            cursor.execute(f"ALTER TABLE {ROWS} {targets}")
         cursor.execute(f"ANALYZE {ROWS} ({only})" if only else f"ANALYZE {ROWS}")
         _check_guids(staging)
         handler.check(staging, upload)
