@@ -83,10 +83,10 @@ def email_notices(notice_ids: list[int]) -> int:
     return sent
 
 
-UNSENT_AFTER = dt.timedelta(minutes=2)  # the task sent on commit has normally run by then
-UNSENT_WITHIN = dt.timedelta(
-    days=1
-)  # an older notice stays on the dashboard only: news by e-mail, not history
+# The task sent on commit has normally run by then.
+UNSENT_AFTER = dt.timedelta(minutes=2)
+# An older notice stays on the dashboard only: news by e-mail, not history.
+UNSENT_WITHIN = dt.timedelta(days=1)
 
 
 def email_unsent_notices(now: dt.datetime | None = None) -> int:

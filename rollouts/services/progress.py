@@ -199,9 +199,8 @@ class StatusFeedHandler:
         )
         # Its statistics, for the join onto the staged records: without them the planner took one time for
         # 610 and the join's 50,000 rows for 152,500, and read the whole hub index and rollout (1.7 s).
-        cursor.execute(
-            "ALTER TABLE feed_times ALTER COLUMN value SET STATISTICS 10"
-        )  # unique: a small sample
+        # The values are unique, so a small sample gives their number (50,000: 5 ms instead of 23 ms).
+        cursor.execute("ALTER TABLE feed_times ALTER COLUMN value SET STATISTICS 10")
         cursor.execute("ANALYZE feed_times (value)")
         cursor.execute("SELECT value FROM feed_times WHERE at IS NULL")
         parsed = []
@@ -258,8 +257,8 @@ class StatusFeedHandler:
                         -- rows_by_hub: 50,000 records spread over 3M hubs, tuned server, this statement
                         -- 0.90-1.48 s against 1.27-1.49 s in the file's order. The parsed times are joined
                         -- on before it: joined after, a hash join of 50,000 distinct times gave the rows in
-                        -- the times' order and each rollout row was looked up in random order (0.67 s
-                        -- against 0.43 s).
+                        -- the times' order and each rollout row was looked up in random order (50,000
+                        -- distinct times, tuned: 0.67 s against 0.48 s).
                         FROM {rows_by_hub("h.region = %(region)s AS visible", rows=FEED_ROWS_WITH_TIMES)} r
                         LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = r.hub_id
                         LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
