@@ -259,9 +259,8 @@ def test_a_feeds_smi_versions_are_written_by_a_worker_in_another_process_after_i
     monkeypatch,
 ):
     here = []
-    monkeypatch.setattr(
-        smi, "apply_smi_versions", lambda: here.append("applied here")
-    )  # never in this process
+    # Never in this process: only the worker writes the versions.
+    monkeypatch.setattr(smi, "apply_smi_versions", lambda: here.append("applied here"))
     env = {"DATABASE_URL": database_url_for_children()}
     with celery_worker(tmp_path, broker=BROKER, env=env) as worker:
         upload = feed(csp_north, launching, (SPLIT, "activated", ago(2)))
