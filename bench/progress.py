@@ -1,10 +1,11 @@
 """Status feed benchmark (PL9, SL4, U3, B1): figures printed, never asserted.
 
     python -m bench.progress [--records N] [--batch-hubs N] [--repeat N] [--hubs-per-region N] [--clustered]
-                             [--distinct-times] [--sql] [--explain REGEX] [--profile]
+                             [--times one|distinct|both] [--sql] [--explain REGEX] [--profile]
 
---distinct-times: every record has its own `at` text (1 µs apart), as real feeds do, instead of one
-time for the whole feed. Profiling, for finding where a feed's time goes:
+--times: `one` time for every record of a feed; `distinct`, every record its own `at` text (1 µs apart,
+the most a real feed can differ: each distinct text is parsed once); `both` (default), the one then the
+other. --distinct-times is --times distinct. Profiling, for finding where a feed's time goes:
 --sql: each feed's statements that take 20 ms or more (BENCH_SQL_MIN_MS=N for N ms), slowest first,
 with the share the database took (django.db.connection.execute_wrapper; the commit and Python are the
 rest);
@@ -269,10 +270,12 @@ def main() -> None:
     )
     parser.add_argument("--sql", action="store_true", help="print each feed's statements over 20 ms")
     parser.add_argument(
-        "--distinct-times",
-        action="store_true",
-        help="each record its own `at` (1 µs apart) instead of one time",
+        "--times",
+        choices=("one", "distinct", "both"),
+        default="both",
+        help="one time for every record, each record its own `at` (1 µs apart), or both (default)",
     )
+    parser.add_argument("--distinct-times", action="store_const", const="distinct", dest="times")
     parser.add_argument("--profile", action="store_true", help="cProfile each feed (30 costliest calls)")
     parser.add_argument(
         "--explain", metavar="TEXT", help="EXPLAIN (ANALYZE, BUFFERS) statements containing TEXT"
@@ -288,26 +291,32 @@ def main() -> None:
     _say(conditions())
     from rollouts.intake.pipeline import applied_here
 
-    with applied_here():  # the service in this process, as measured before the background path
-        times = run(
-            options.records,
-            options.repeat,
-            options.sql,
-            options.explain,
-            options.profile,
-            options.distinct_times,
-            options.hubs_per_region,
-            options.clustered,
-            options.batch_hubs,
-        )
-    labels = {
-        "a": f"feed of {options.records:,} records (97% activated, 3% failed)",
-        "b": "the same feed again (nothing moves)",
-        "c": f"rejected feed of {options.records:,} records (status_invalid)",
-        "smi": "then, in the worker: the SMI versions of feed a written to the hubs",
-    }
-    for key, label in labels.items():
-        _say(f"{label}: median {statistics.median(times[key]):.2f} s")
+    modes = ("one", "distinct") if options.times == "both" else (options.times,)
+    results = {}
+    for mode in modes:
+        _say(f"-- {'one time for every record' if mode == 'one' else 'every record its own time'}")
+        with applied_here():  # the service in this process, as measured before the background path
+            results[mode] = run(
+                options.records,
+                options.repeat,
+                options.sql,
+                options.explain,
+                options.profile,
+                mode == "distinct",
+                options.hubs_per_region,
+                options.clustered,
+                options.batch_hubs,
+            )
+    for mode, times in results.items():
+        at = "one time for all" if mode == "one" else "each its own time"
+        labels = {
+            "a": f"feed of {options.records:,} records (97% activated, 3% failed), {at}",
+            "b": f"the same feed again (nothing moves), {at}",
+            "c": f"rejected feed of {options.records:,} records (status_invalid), {at}",
+            "smi": f"then, in the worker: the SMI versions of feed a written to the hubs, {at}",
+        }
+        for key, label in labels.items():
+            _say(f"{label}: median {statistics.median(times[key]):.2f} s")
 
 
 if __name__ == "__main__":
