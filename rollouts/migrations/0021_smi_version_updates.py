@@ -20,7 +20,6 @@ class Migration(migrations.Migration):
                 ('hub_ids', django.contrib.postgres.fields.ArrayField(base_field=models.BigIntegerField())),
                 ('ats', django.contrib.postgres.fields.ArrayField(base_field=models.DateTimeField())),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('rollout', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='rollouts.rollout')),
                 ('upload', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='rollouts.upload')),
                 ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='rollouts.firmwareversion')),
             ],

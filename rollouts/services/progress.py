@@ -380,8 +380,8 @@ class StatusFeedHandler:
                               f.import_supplier_id AS new_import, f.gas_supplier_id AS new_gas,
                               rh.region AS new_region, rh."group" AS new_group, f.new_status
                 ), smi AS (
-                    INSERT INTO rollouts_smiversionupdate (rollout_id, upload_id, version_id, hub_ids, ats, created_at)
-                    SELECT %(rollout)s, %(upload)s, %(target_id)s, array_agg(hub_id ORDER BY hub_id),
+                    INSERT INTO rollouts_smiversionupdate (upload_id, version_id, hub_ids, ats, created_at)
+                    SELECT %(upload)s, %(target_id)s, array_agg(hub_id ORDER BY hub_id),
                            array_agg(at ORDER BY hub_id), %(now)s
                     FROM moved WHERE new_status = 'activated'
                     HAVING count(*) > 0

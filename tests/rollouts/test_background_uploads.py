@@ -216,6 +216,21 @@ def broker_app():
         app.conf.task_always_eager, app.conf.broker_url = saved
 
 
+def finished(upload) -> bool:
+    upload.refresh_from_db()
+    return upload.state in (UploadState.APPLIED, UploadState.REJECTED)
+
+
+def wait_for_worker(worker, done, failure: str, seconds: float = 90) -> None:
+    """Poll until `done()`; after `seconds`, stop the worker and fail with `failure` and its output."""
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not done():
+        worker.terminate()
+        pytest.fail(f"{failure}:\n{worker.communicate(timeout=10)[0]}")
+
+
 @pytest.mark.worker
 @pytest.mark.req("PL1")
 @pytest.mark.django_db(transaction=True)
@@ -235,13 +250,8 @@ def test_a_big_default_list_is_applied_by_a_worker_in_another_process(
     with celery_worker(tmp_path, broker=BROKER, env=env) as worker:
         upload = upload_default_pilot_list(user=csp_south, rollout_id=live.pk, content=csv_file(SINGLE))
         assert upload.state == UploadState.RECEIVED  # this process only sent the task
-        deadline = time.monotonic() + 90
-        while upload.state not in (UploadState.APPLIED, UploadState.REJECTED) and time.monotonic() < deadline:
-            time.sleep(0.2)
-            upload.refresh_from_db()
-        if upload.state != UploadState.APPLIED:
-            worker.terminate()
-            pytest.fail(f"the worker did not apply it ({upload.state}):\n{worker.communicate(timeout=10)[0]}")
+        wait_for_worker(worker, lambda: finished(upload), "the worker did not finish the upload")
+    assert upload.state == UploadState.APPLIED
     assert listed(live) == {SINGLE}
     assert Notice.objects.filter(organisation=csp_south.organisation, kind="upload.applied").count() == 1
     assert here == []  # applied in the worker's process, not in this one
@@ -265,11 +275,8 @@ def test_a_feeds_smi_versions_are_written_by_a_worker_in_another_process_after_i
     with celery_worker(tmp_path, broker=BROKER, env=env) as worker:
         upload = feed(csp_north, launching, (SPLIT, "activated", ago(2)))
         assert upload.state == UploadState.APPLIED  # a small feed: applied here; its SMI versions wait
-        deadline = time.monotonic() + 90
-        while SmiVersionUpdate.objects.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if SmiVersionUpdate.objects.exists():
-            worker.terminate()
-            pytest.fail(f"the worker did not write the SMI versions:\n{worker.communicate(timeout=10)[0]}")
+        wait_for_worker(
+            worker, lambda: not SmiVersionUpdate.objects.exists(), "the worker did not write the SMI versions"
+        )
     assert Hub.objects.get(guid=SPLIT).firmware_version == estate["v2"]
     assert here == []

@@ -419,7 +419,7 @@ def test_two_waiting_activations_of_a_hub_leave_the_later_records_version(piloti
     (first,) = SmiVersionUpdate.objects.all()
     earlier = timezone.now() - dt.timedelta(hours=5)
     SmiVersionUpdate.objects.create(
-        rollout=piloting, upload=first.upload, version=estate["v3"], hub_ids=first.hub_ids, ats=[earlier]
+        upload=first.upload, version=estate["v3"], hub_ids=first.hub_ids, ats=[earlier]
     )
     assert apply_smi_versions() == 1
     assert Hub.objects.get(guid=BOTH).firmware_version == estate["v2"]
