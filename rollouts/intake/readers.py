@@ -661,8 +661,11 @@ def plain_rows(fileobj: IO[bytes], plain: PlainCsv) -> Iterator[bytes]:
             continue
         if any(ch in body for ch in _NOT_PLAIN_BYTES):
             raise NotPlain("quote, backslash or NUL")
-        if any(pair in tail + body for pair in _ESCAPE_PAIRS):
-            raise NotPlain("an apostrophe that the reader removes")
+        # Only a chunk with an apostrophe is searched for the pairs (each search copies the chunk).
+        if b"'" in body or tail == b"'":
+            joined = tail + body
+            if any(pair in joined for pair in _ESCAPE_PAIRS):
+                raise NotPlain("an apostrophe that the reader removes")
         tail = b"" if carry else body[-1:]
         if b"\r" in body and body.count(b"\r") != body.count(b"\r\n"):
             raise NotPlain("a CR that does not end a CRLF line")

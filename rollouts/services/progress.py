@@ -27,6 +27,7 @@ percentage, once at least `failure_threshold_min_reported` hubs have an outcome.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -99,18 +100,7 @@ STATUS_FEED = Layout(
 FEED_STATUSES = ("scheduled", "distributed", "activated", "failed")
 # Forward only: a newer record may move a hub to a higher rank, never back or sideways (status_invalid).
 RANK = "CASE {col} WHEN 'pending' THEN 0 WHEN 'scheduled' THEN 1 WHEN 'distributed' THEN 2 ELSE 3 END"
-# The form CSP systems send, parsed in SQL: a date and a time to the minute, second or microsecond,
-# with Z or an offset of at most 14 hours. Each text is parsed by Python's fromisoformat (through
-# `_parse_at`) to the same instant; anything else, even a valid ISO 8601 variant, is parsed in Python.
-ISO_AT_SQL = (
-    r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9]"
-    r"(:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])$"
-)
-# The day exists in its month (the pattern lets 2027-02-30 through; a cast of it would raise).
-_ISO_DAY_EXISTS = (
-    "substr(value, 9, 2)::int <= extract(day FROM make_date(substr(value, 1, 4)::int, substr(value, 6, 2)::int, 1)"
-    " + interval '1 month - 1 day')"
-)
+TIMES_CHUNK = 20_000  # distinct `at` texts parsed per read (StatusFeedHandler._stage_times)
 # The staged records with their parsed `at` (StatusFeedHandler._stage_times), for rows_by_hub.
 FEED_ROWS_WITH_TIMES = f"""(SELECT r.*, t.at AS at_parsed, t.code AS at_code, t.message AS at_message
                            FROM {ROWS} r LEFT JOIN feed_times t ON t.value = r.at) staged"""
@@ -184,44 +174,36 @@ class StatusFeedHandler:
         }
 
     def _stage_times(self, staging: Staging) -> None:
-        """`at` once per distinct text: the form CSP systems send (ISO 8601 date and time with seconds
-        and an offset or Z) is parsed in SQL, exactly as `_parse_at` does; any other text (UK local
-        time, clock changes, odd forms) goes to `_parse_at` in Python and is joined back."""
+        """`at` once per distinct text, parsed by `_parse_at` (FILE_FORMATS "Times": an offset or Z as
+        given, UK local time without one, clock changes refused) into `feed_times` (value, at, code,
+        message). Python's ISO 8601 parser is C: 50,000 distinct texts read, parsed and sent back
+        in binary take about 0.08 s, against 0.22 s for the regex that picked out the forms SQL could
+        cast the same way. The texts are read a chunk at a time (a 1,000,000-record feed stays small)."""
         cursor = staging.cursor
-        cursor.execute("DROP TABLE IF EXISTS feed_times")
-        cursor.execute(
-            f"""CREATE TEMP TABLE feed_times ON COMMIT DROP AS
-                SELECT value, CASE WHEN value ~ %(iso)s THEN CASE WHEN {_ISO_DAY_EXISTS}
-                                   THEN value::timestamptz END END AS at,
-                       NULL::text AS code, NULL::text AS message
-                FROM (SELECT DISTINCT at AS value FROM {ROWS} WHERE at IS NOT NULL) d""",
-            {"iso": ISO_AT_SQL},
+        staging.create_temp(
+            "feed_times",
+            "SELECT NULL::text AS value, NULL::timestamptz AS at, NULL::text AS code, NULL::text AS message "
+            "WHERE false",
         )
+        # A server-side cursor reads the texts a chunk at a time; each chunk is parsed and copied back.
+        with cursor.connection.cursor(name="feed_times_texts") as reader:
+            reader.execute(f"SELECT DISTINCT at FROM {ROWS} WHERE at IS NOT NULL")
+            while chunk := reader.fetchmany(TIMES_CHUNK):
+                with cursor.copy(
+                    "COPY feed_times (value, at, code, message) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(["text", "timestamptz", "text", "text"])
+                    for (value,) in chunk:
+                        try:
+                            copy.write_row((value, _parse_at(value), None, None))
+                        except WindowTimeError as error:
+                            code = "time_ambiguous" if error.code == "time_ambiguous" else "value_invalid"
+                            copy.write_row((value, None, code, error.message))
         # Its statistics, for the join onto the staged records: without them the planner took one time for
         # 610 and the join's 50,000 rows for 152,500, and read the whole hub index and rollout (1.7 s).
         # The values are unique, so a small sample gives their number (50,000: 5 ms instead of 23 ms).
         cursor.execute("ALTER TABLE feed_times ALTER COLUMN value SET STATISTICS 10")
         cursor.execute("ANALYZE feed_times (value)")
-        cursor.execute("SELECT value FROM feed_times WHERE at IS NULL")
-        parsed = []
-        for (value,) in cursor.fetchall():
-            try:
-                parsed.append((value, _parse_at(value), None, None))
-            except WindowTimeError as error:
-                code = "time_ambiguous" if error.code == "time_ambiguous" else "value_invalid"
-                parsed.append((value, None, code, error.message))
-        if parsed:
-            cursor.execute("DROP TABLE IF EXISTS feed_times_py")
-            cursor.execute(
-                "CREATE TEMP TABLE feed_times_py (value text, at timestamptz, code text, message text) ON COMMIT DROP"
-            )
-            with cursor.copy("COPY feed_times_py (value, at, code, message) FROM STDIN") as copy:
-                for row in parsed:
-                    copy.write_row(row)
-            cursor.execute(
-                """UPDATE feed_times t SET at = p.at, code = p.code, message = p.message
-                   FROM feed_times_py p WHERE p.value = t.value"""
-            )
 
     def check(self, staging: Staging, upload: Upload) -> None:
         cursor = staging.cursor
@@ -482,7 +464,8 @@ def _parse_at(value: str) -> dt.datetime:
     except ValueError:
         parsed = None
     if parsed is not None and parsed.tzinfo is not None and ("T" in text or " " in text):
-        return parsed.astimezone(dt.UTC)
+        with contextlib.suppress(OverflowError):  # out of range in UTC: parse_window_time says so
+            return parsed.astimezone(dt.UTC)
     return parse_window_time(text, end=False)
 
 

@@ -107,7 +107,12 @@ def parse_window_time(text: str, *, end: bool) -> dt.datetime:
             "(UK time), or with an offset such as 2026-05-01T09:00+01:00.",
         ) from None
     if aware is not None:
-        return aware.astimezone(UTC)
+        try:
+            return aware.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:00-01:00 is in the year 10000 in UTC
+            raise WindowTimeError(
+                "window_invalid", f"{value!r} is outside the years 0001 to 9999 once turned into UTC."
+            ) from None
     assert local is not None
     early, late = local.replace(tzinfo=UK, fold=0), local.replace(tzinfo=UK, fold=1)
     if early.utcoffset() != late.utcoffset():

@@ -4,7 +4,7 @@ FILE_FORMATS.md "Reading rules" are the reader's: every file here is staged both
 row numbers, normalised GUIDs and failures (or the file's reason code) must be the same. Files that
 COPY could read differently go through the reader: the test names which path each one takes. The two
 layouts that opt in are covered: the inventory load and the device status feed, whose `at` times are
-then parsed the same way from either staging (times in SQL or in Python, with the same codes).
+then parsed the same way from either staging (each distinct text by one parser, with the same codes).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from rollouts.intake import pipeline, readers
 from rollouts.intake.errors import RowsRejected
 from rollouts.intake.pipeline import Layout, Staging
+from rollouts.services import progress
 from rollouts.services.instructions import INSTRUCTION_LAYOUT
 from rollouts.services.inventory import INVENTORY
 from rollouts.services.progress import STATUS_FEED, StatusFeedHandler
@@ -104,12 +105,12 @@ FEED_FILES: dict[str, tuple[bytes, bool]] = {
     "times in every form": (
         FEED_HEADER
         + feed_rows(
-            b"2026-11-27T10:00:00Z",  # the form CSP systems send (SQL)
+            b"2026-11-27T10:00:00Z",  # the form CSP systems send
             b"2026-11-27T10:00:00.123456+00:00",
             b"2026-11-27T10:00Z",
             b"2026-07-01T10:00:00+14:00",
             b"2026-07-01T10:00:00-00:00",
-            b"2026-11-27t10:00:00z",  # the rest in Python
+            b"2026-11-27t10:00:00z",  # lower-case t and z
             b" 2026-11-27T10:00:00Z ",
             b"2026-07-01T10:00:00+15:00",
             b"2026-11-27T10:00:00.1234567Z",
@@ -124,6 +125,7 @@ FEED_FILES: dict[str, tuple[bytes, bool]] = {
             b"2026-13-01T10:00:00Z",
             b"2026-11-27T24:00:00Z",
             b"yesterday",
+            b"9999-12-31T23:30:00-01:00",  # the year 10000 in UTC
             b"",
             b"   ",
         ),
@@ -255,6 +257,24 @@ def test_a_feeds_times_parse_as_file_formats_says(db, monkeypatch):
     assert parsed["2028-02-29T10:00:00Z"] == (dt.datetime(2028, 2, 29, 10, tzinfo=utc), None)
     assert parsed["2026-11-27"] == (dt.datetime(2026, 11, 27, 0, tzinfo=utc), None)  # a date alone: 00:00
     assert parsed["yesterday"] == (None, "value_invalid")
+    assert parsed["9999-12-31T23:30:00-01:00"] == (None, "value_invalid")
+    assert parsed["2026-07-01T10:00:00+15:00"] == (dt.datetime(2026, 6, 30, 19, tzinfo=utc), None)
+    # ISO 8601 allows any number of decimals; times are kept to the microsecond, the seventh digit dropped
+    assert parsed["2026-11-27T10:00:00.1234567Z"] == (
+        dt.datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=utc),
+        None,
+    )
+
+
+def test_a_feeds_times_are_parsed_a_chunk_at_a_time_and_none_is_lost(db, monkeypatch):
+    """A big feed's distinct times are read in chunks (progress.TIMES_CHUNK): two at a time, every one of
+    the file's 23 distinct texts (blank ones included) is still parsed, once."""
+    content = FEED_FILES["times in every form"][0]
+    (_, _, _, whole), _ = stage(content, copy_csv=True, monkeypatch=monkeypatch, layout=STATUS_FEED)
+    monkeypatch.setattr(progress, "TIMES_CHUNK", 2)
+    (_, _, _, chunked), _ = stage(content, copy_csv=True, monkeypatch=monkeypatch, layout=STATUS_FEED)
+    assert len(chunked) == 23
+    assert chunked == whole
 
 
 # A Supplier's deployment instruction file (E1, E5) takes the same COPY path (INSTRUCTION_LAYOUT.copy_csv).

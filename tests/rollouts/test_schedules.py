@@ -121,6 +121,8 @@ def test_window_times_are_iso_8601_in_uk_time_unless_an_offset_is_given(text, en
         ("01/05/2026", "window_invalid"),
         ("2026-02-30", "window_invalid"),
         ("2026-05-01T25:00", "window_invalid"),
+        ("9999-12-31T23:30-01:00", "window_invalid"),  # the year 10000 in UTC
+        ("0001-01-01T00:30+01:00", "window_invalid"),  # the year 0 in UTC
         ("", "window_invalid"),
     ],
 )
