@@ -31,6 +31,10 @@ app.conf.beat_schedule = {
         "task": "rollouts.tasks.apply_smi_versions",
         "schedule": crontab(),
     },
+    "queue-waiting-uploads": {  # every minute (a big upload whose task was never sent: broker down at commit)
+        "task": "rollouts.tasks.queue_waiting_uploads",
+        "schedule": crontab(),
+    },
     "email-unsent-notices": {  # every 5 minutes (a notice whose e-mail task was lost: broker down at commit)
         "task": "rollouts.tasks.email_unsent_notices",
         "schedule": crontab(minute="*/5"),

@@ -85,6 +85,14 @@ def apply_smi_versions() -> int:
 
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
+def queue_waiting_uploads() -> int:
+    """Background uploads whose task never reached the broker, sent again (every minute)."""
+    from rollouts.intake.pipeline import queue_waiting_uploads
+
+    return queue_waiting_uploads()
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
 def email_unsent_notices() -> int:
     """The e-mails of notices whose task was lost (every 5 minutes)."""
     from rollouts.services.notifications import email_unsent_notices

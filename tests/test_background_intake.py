@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from celery import Celery
 from django.core.files.base import ContentFile
+from django.db import connection
 from django.urls import reverse
 
+from rollouts import tasks
 from rollouts.intake.pipeline import (
     Layout,
     check_guids_visible,
     process_upload_in_worker,
+    queue_waiting_uploads,
     receive_upload,
     set_progress,
     submit_upload,
@@ -29,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BROKER = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 HANDLER = "tests.test_background_intake.GuidListHandler"
 CRASHING = "tests.test_background_intake.CrashingHandler"
+OVERLAP = "tests.test_background_intake.OverlapHandler"
 
 
 class GuidListHandler:
@@ -98,6 +104,7 @@ def test_a_big_file_is_queued_after_commit(
     callbacks[0]()  # the commit: the task runs (eagerly in tests)
     upload.refresh_from_db()
     assert upload.state == UploadState.APPLIED and upload.summary["rows"] == 200
+    assert upload.queued_at is not None  # the broker had it: the beat job leaves it alone
 
 
 def test_an_upload_that_crashed_its_worker_too_often_is_rejected_with_a_clear_reason(
@@ -116,6 +123,102 @@ def test_an_upload_that_crashed_its_worker_too_often_is_rejected_with_a_clear_re
     assert "rejected with 1 error(s) and changed nothing" in notice.body
     assert process_upload_in_worker(upload.pk, HANDLER, {"org_id": volt.pk}).errors.count() == 1  # stays
     assert Notice.objects.filter(organisation=volt, kind="upload.rejected").count() == 1  # told once
+
+
+def broker_down(*args, **kwargs):
+    raise ConnectionRefusedError("the broker is down")
+
+
+def test_a_big_upload_whose_task_cannot_be_sent_waits_and_the_beat_job_sends_it(
+    volt, import_supplier, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The broker is down when the upload commits: the sender gets the upload back, `received`, not an
+    error; the beat job leaves a new upload a minute for its own send, sends nothing while the broker is
+    still down, then sends it once, and the worker applies it."""
+    settings.INTAKE_BACKGROUND_BYTES = 1024
+    monkeypatch.setattr(tasks.process_upload_task, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        upload = submit_upload(receive(import_supplier, guid_file(200)), HANDLER, {"org_id": volt.pk})
+    upload.refresh_from_db()
+    assert upload.state == UploadState.RECEIVED and upload.queued_at is None
+    assert upload.job == {"handler": HANDLER, "kwargs": {"org_id": volt.pk}, "dedupe": True}
+    received = upload.received_at
+    assert queue_waiting_uploads(now=received + dt.timedelta(seconds=59)) == 0  # its own send may still come
+    assert queue_waiting_uploads(now=received + dt.timedelta(minutes=2)) == 0  # still down: tries next run
+    monkeypatch.undo()
+    assert queue_waiting_uploads(now=received + dt.timedelta(minutes=2)) == 1  # the task runs (eagerly here)
+    upload.refresh_from_db()
+    assert upload.state == UploadState.APPLIED and upload.summary["rows"] == 200
+    assert upload.queued_at is not None
+    assert queue_waiting_uploads(now=received + dt.timedelta(minutes=3)) == 0  # sent once
+
+
+def test_the_beat_job_leaves_an_upload_whose_task_the_broker_has(
+    volt, import_supplier, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Queued behind other work, not lost: sending it again would only make a second delivery."""
+    settings.INTAKE_BACKGROUND_BYTES = 1024
+    sent: list[tuple] = []
+    monkeypatch.setattr(tasks.process_upload_task, "delay", lambda *args: sent.append(args))
+    with django_capture_on_commit_callbacks(execute=True):
+        upload = submit_upload(receive(import_supplier, guid_file(200)), HANDLER, {"org_id": volt.pk})
+    upload.refresh_from_db()
+    assert upload.state == UploadState.RECEIVED and upload.queued_at is not None
+    assert sent == [(upload.pk, HANDLER, {"org_id": volt.pk}, True)]
+    assert queue_waiting_uploads(now=upload.received_at + dt.timedelta(minutes=10)) == 0
+    assert len(sent) == 1
+
+
+class OverlapHandler(GuidListHandler):
+    """Holds the first apply open until the test releases it; records every apply."""
+
+    applying = threading.Event()
+    release = threading.Event()
+    applies: list[int] = []
+
+    def apply(self, staging, upload):
+        OverlapHandler.applies.append(upload.pk)
+        if len(OverlapHandler.applies) == 1:
+            OverlapHandler.applying.set()
+            OverlapHandler.release.wait(10)
+        return super().apply(staging, upload)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_delivery_while_a_worker_processes_the_upload_neither_counts_nor_applies_it(
+    volt, import_supplier
+):
+    """A task sent twice (the beat job and a late send) or redelivered: while the first worker is inside
+    the apply, the second delivery returns at once; the file is applied once, with one audit event."""
+    OverlapHandler.applying.clear()
+    OverlapHandler.release.clear()
+    OverlapHandler.applies.clear()
+    upload = receive(import_supplier, guid_file(5))
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            process_upload_in_worker(upload.pk, OVERLAP, {"org_id": volt.pk})
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert OverlapHandler.applying.wait(10)  # the first delivery is applying the file now
+        second = process_upload_in_worker(upload.pk, OVERLAP, {"org_id": volt.pk})
+        assert second.state == UploadState.VALIDATING  # left to the first
+    finally:
+        OverlapHandler.release.set()
+        thread.join(30)
+    assert not errors, errors
+    upload.refresh_from_db()
+    assert upload.state == UploadState.APPLIED
+    assert OverlapHandler.applies == [upload.pk]
+    applied = AuditEvent.objects.filter(action__startswith="upload.applied", object_id=str(upload.pk))
+    assert applied.count() == 1
 
 
 # -- the progress partial -----------------------------------------------------------------------------

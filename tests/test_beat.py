@@ -15,5 +15,6 @@ def test_every_beat_entry_names_a_registered_task():
         "rollouts.tasks.revert_passed_instructions",
         "rollouts.tasks.apply_smi_versions",
         "rollouts.tasks.email_unsent_notices",
+        "rollouts.tasks.queue_waiting_uploads",
     }
     assert names <= set(app.tasks)

@@ -6,6 +6,7 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
+from rollouts import tasks
 from rollouts.models import AuditEvent, Role, User
 
 from .conftest import sign_in
@@ -61,6 +62,31 @@ def test_admin_invites_a_user_who_sets_a_password_by_email(
     )
     invitee.refresh_from_db()
     assert invitee.check_password("a-long-new-passphrase")
+
+
+@pytest.mark.req("P1")
+def test_an_invitation_whose_email_task_cannot_be_sent_still_creates_the_account(
+    client, import_supplier, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The broker is down when the invitation commits: the admin gets the team page, not an error; the
+    invitee's account stands, and "Forgotten your password?" sends the invitee a link to set one."""
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionRefusedError("the broker is down")
+
+    monkeypatch.setattr(tasks.send_invitation, "delay", broker_down)
+    sign_in(client, import_supplier)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("ssi:team-invite"), {"full_name": "Nina New", "email": "nina@volt.test", "role": "member"}
+        )
+    assert response.status_code == 302
+    assert User.objects.filter(email="nina@volt.test", organisation=import_supplier.organisation).exists()
+    assert mail.outbox == []
+    client.logout()
+    client.post(reverse("account_reset_password"), {"email": "nina@volt.test"})
+    assert [message.to for message in mail.outbox] == [["nina@volt.test"]]
+    assert "/accounts/password/reset/key/" in mail.outbox[0].body
 
 
 def test_inviting_an_existing_address_is_refused_clearly(client, import_supplier, other_supplier):

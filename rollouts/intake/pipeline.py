@@ -11,6 +11,7 @@ transaction. A rejected upload keeps its file, its errors and one audit event, a
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import psycopg
@@ -550,11 +552,49 @@ def submit_upload(
     kwargs = handler_kwargs or {}
     if upload.size <= background_bytes() or getattr(_here, "on", False):
         return process_upload(upload.pk, resolve_handler(handler_path, kwargs), dedupe=dedupe)
+    upload.job = {"handler": handler_path, "kwargs": kwargs, "dedupe": dedupe}
+    upload.save(update_fields=["job"])
+    set_progress(upload.pk, "queued")
+    # Robust: the upload has committed, so a broker that is down is logged, not turned into an error page;
+    # the upload waits, `received`, and `queue_waiting_uploads` sends its task once the broker is back.
+    transaction.on_commit(partial(queue_upload, upload.pk, upload.job), robust=True)
+    return upload
+
+
+def queue_upload(upload_id: int, job: dict[str, Any]) -> None:
+    """Hand a background upload's task to the broker, then record that it did (`queued_at`)."""
     from ..tasks import process_upload_task  # tasks import services; avoid the cycle at import time
 
-    set_progress(upload.pk, "queued")
-    transaction.on_commit(lambda: process_upload_task.delay(upload.pk, handler_path, kwargs, dedupe))
-    return upload
+    process_upload_task.delay(upload_id, job["handler"], job["kwargs"], job["dedupe"])
+    Upload.objects.filter(pk=upload_id, queued_at__isnull=True).update(queued_at=timezone.now())
+
+
+QUEUE_GRACE = dt.timedelta(minutes=1)
+
+
+def queue_waiting_uploads(now: dt.datetime | None = None) -> int:
+    """The beat job: send again the task of every background upload still `received` whose task never
+    reached the broker (it was down at the commit), oldest first; returns how many were sent. An upload
+    received in the last minute is left to its own send. Should the broker still be down, the rest wait
+    for the next run. A task sent twice is harmless: a worker finds the upload taken or finished."""
+    now = now or timezone.now()
+    waiting = Upload.objects.filter(
+        state=UploadState.RECEIVED,
+        job__isnull=False,
+        queued_at__isnull=True,
+        received_at__lte=now - QUEUE_GRACE,
+    ).order_by("received_at", "pk")
+    sent = 0
+    for upload_id, job in waiting.values_list("pk", "job"):
+        try:
+            queue_upload(upload_id, job)
+        except Exception:  # noqa: BLE001 - the broker (kombu raises several kinds): try again next run
+            log.warning(
+                "upload %s: its task could not be sent again; the next run tries", upload_id, exc_info=True
+            )
+            break
+        sent += 1
+    return sent
 
 
 def process_upload_in_worker(
@@ -564,8 +604,40 @@ def process_upload_in_worker(
 
     A task is acknowledged late, so a worker that dies mid-file gets the same upload again: after
     PORTAL_UPLOAD_MAX_ATTEMPTS started attempts the next delivery rejects it with `processing_failed`
-    instead of crashing the next worker. A finished upload stops at once (idempotent).
+    instead of crashing the next worker. A finished upload stops at once (idempotent), and so does a
+    delivery of an upload that another worker is processing now (`_upload_taken`).
     """
+    with _upload_taken(upload_id) as taken:
+        if not taken:  # another worker has it now (its task was sent twice): that one finishes it
+            log.info("upload %s: another worker is processing it", upload_id)
+            return Upload.objects.get(pk=upload_id)
+        return _process_in_worker(upload_id, handler_path, handler_kwargs, dedupe)
+
+
+UPLOAD_LOCK = 0x55504C44  # "UPLD": with the upload's id, the session-level advisory lock of one upload
+
+
+@contextmanager
+def _upload_taken(upload_id: int) -> Iterator[bool]:
+    """Whether this worker may process the upload: a session-level advisory lock, held until it is done
+    (or its process dies: PostgreSQL releases the lock with the connection). A second delivery of the same
+    upload (sent twice, or redelivered while the first is still running) neither counts an attempt nor
+    applies the file again."""
+    key = (UPLOAD_LOCK << 32) + upload_id  # upload ids stay below 2**32
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        taken = cursor.fetchone()[0]
+    try:
+        yield taken
+    finally:
+        if taken:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def _process_in_worker(
+    upload_id: int, handler_path: str, handler_kwargs: dict[str, Any], dedupe: bool
+) -> Upload:
     with transaction.atomic():
         upload = Upload.objects.select_for_update().get(pk=upload_id)
         if upload.state in (UploadState.APPLIED, UploadState.REJECTED):

@@ -53,10 +53,22 @@ class Upload(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A big file is applied by a worker (rollouts.intake.pipeline.submit_upload): its task (handler path,
+    # keyword arguments, dedupe), and when that task reached the broker. A task that never did (the broker
+    # was down at the commit) is sent again by the beat job `queue_waiting_uploads`.
+    job = models.JSONField(null=True, blank=True, editable=False)
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-received_at", "-id"]
-        indexes = [models.Index(fields=["organisation", "kind", "state"], name="upload_org_kind_state")]
+        indexes = [
+            models.Index(fields=["organisation", "kind", "state"], name="upload_org_kind_state"),
+            models.Index(
+                fields=["received_at"],
+                name="upload_not_queued",
+                condition=models.Q(state="received", job__isnull=False, queued_at__isnull=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.name} ({self.get_state_display().lower()})"

@@ -79,7 +79,9 @@ def invite_user(
         )
     invitee = User.objects.create_user(email, full_name=full_name.strip(), organisation=org, role=role)
     audit.record(user, "user.invite", invitee, role=role, organisation=org.slug)
-    transaction.on_commit(partial(tasks.send_invitation.delay, invitee.pk, user.pk))
+    # Robust: the account has committed, so a broker that is down is logged, not an error page; the
+    # invitee can still set a password with "Forgotten your password?" on the sign-in page.
+    transaction.on_commit(partial(tasks.send_invitation.delay, invitee.pk, user.pk), robust=True)
     return invitee
 
 
