@@ -27,7 +27,6 @@ percentage, once at least `failure_threshold_min_reported` hubs have an outcome.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import io
@@ -185,20 +184,24 @@ class StatusFeedHandler:
             "SELECT NULL::text AS value, NULL::timestamptz AS at, NULL::text AS code, NULL::text AS message "
             "WHERE false",
         )
-        # A server-side cursor reads the texts a chunk at a time; each chunk is parsed and copied back.
+        # A server-side cursor reads the texts a chunk at a time; each chunk is parsed and copied back, the
+        # times in binary, then any texts refused with their reasons.
         with cursor.connection.cursor(name="feed_times_texts") as reader:
             reader.execute(f"SELECT DISTINCT at FROM {ROWS} WHERE at IS NOT NULL")
             while chunk := reader.fetchmany(TIMES_CHUNK):
-                with cursor.copy(
-                    "COPY feed_times (value, at, code, message) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["text", "timestamptz", "text", "text"])
+                refused = []
+                with cursor.copy("COPY feed_times (value, at) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(["text", "timestamptz"])
                     for (value,) in chunk:
                         try:
-                            copy.write_row((value, _parse_at(value), None, None))
+                            copy.write_row((value, _parse_at(value)))
                         except WindowTimeError as error:
                             code = "time_ambiguous" if error.code == "time_ambiguous" else "value_invalid"
-                            copy.write_row((value, None, code, error.message))
+                            refused.append((value, code, error.message))
+                if refused:
+                    with cursor.copy("COPY feed_times (value, code, message) FROM STDIN") as copy:
+                        for row in refused:
+                            copy.write_row(row)
         # Its statistics, for the join onto the staged records: without them the planner took one time for
         # 610 and the join's 50,000 rows for 152,500, and read the whole hub index and rollout (1.7 s).
         # The values are unique, so a small sample gives their number (50,000: 5 ms instead of 23 ms).
@@ -465,8 +468,10 @@ def _parse_at(value: str) -> dt.datetime:
     except ValueError:
         parsed = None
     if parsed is not None and parsed.tzinfo is not None and ("T" in text or " " in text):
-        with contextlib.suppress(OverflowError):  # out of range in UTC: parse_window_time says so
+        try:  # (a try costs nothing here; contextlib.suppress cost 0.5 µs a time, 23 ms of 50,000)
             return parsed.astimezone(dt.UTC)
+        except OverflowError:  # out of range in UTC: parse_window_time says so
+            pass
     return parse_window_time(text, end=False)
 
 
