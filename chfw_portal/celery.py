@@ -39,6 +39,10 @@ app.conf.beat_schedule = {
         "task": "rollouts.tasks.email_unsent_notices",
         "schedule": crontab(minute="*/5"),
     },
+    "send-unsent-invitations": {  # every 5 minutes (an invitation whose e-mail task was lost)
+        "task": "rollouts.tasks.send_unsent_invitations",
+        "schedule": crontab(minute="*/5"),
+    },
     "revert-passed-instructions": {  # every 5 minutes (I3: instructed times passing during a hold)
         "task": "rollouts.tasks.revert_passed_instructions",
         "schedule": crontab(minute="*/5"),

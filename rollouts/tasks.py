@@ -85,6 +85,14 @@ def apply_smi_versions() -> int:
 
 
 @shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
+def send_unsent_invitations() -> int:
+    """The invitation e-mails whose task was lost (every 5 minutes)."""
+    from rollouts.services.parties import send_unsent_invitations
+
+    return send_unsent_invitations()
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
 def queue_waiting_uploads() -> int:
     """Background uploads whose task never reached the broker, sent again (every minute)."""
     from rollouts.intake.pipeline import queue_waiting_uploads

@@ -16,5 +16,6 @@ def test_every_beat_entry_names_a_registered_task():
         "rollouts.tasks.apply_smi_versions",
         "rollouts.tasks.email_unsent_notices",
         "rollouts.tasks.queue_waiting_uploads",
+        "rollouts.tasks.send_unsent_invitations",
     }
     assert names <= set(app.tasks)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.core import mail
 from django.urls import reverse
 
 from rollouts import tasks
 from rollouts.models import AuditEvent, Role, User
+from rollouts.services.parties import send_unsent_invitations
 
 from .conftest import sign_in
 from .factories import UserFactory
@@ -65,11 +68,12 @@ def test_admin_invites_a_user_who_sets_a_password_by_email(
 
 
 @pytest.mark.req("P1")
-def test_an_invitation_whose_email_task_cannot_be_sent_still_creates_the_account(
+@pytest.mark.req("P5")
+def test_an_invitation_whose_email_task_cannot_be_sent_is_emailed_by_the_beat_job(
     client, import_supplier, monkeypatch, django_capture_on_commit_callbacks
 ):
-    """The broker is down when the invitation commits: the admin gets the team page, not an error; the
-    invitee's account stands, and "Forgotten your password?" sends the invitee a link to set one."""
+    """The broker is down when the invitation commits: the admin gets the team page, not an error, and the
+    account stands; the beat job leaves the invitation two minutes to its own task, then e-mails it once."""
 
     def broker_down(*args, **kwargs):
         raise ConnectionRefusedError("the broker is down")
@@ -81,12 +85,40 @@ def test_an_invitation_whose_email_task_cannot_be_sent_still_creates_the_account
             reverse("ssi:team-invite"), {"full_name": "Nina New", "email": "nina@volt.test", "role": "member"}
         )
     assert response.status_code == 302
-    assert User.objects.filter(email="nina@volt.test", organisation=import_supplier.organisation).exists()
+    invitee = User.objects.get(email="nina@volt.test", organisation=import_supplier.organisation)
     assert mail.outbox == []
-    client.logout()
-    client.post(reverse("account_reset_password"), {"email": "nina@volt.test"})
+    made = invitee.invitation.created_at
+    assert send_unsent_invitations(now=made + dt.timedelta(minutes=2)) == 0  # its own task may still run
+    assert send_unsent_invitations(now=made + dt.timedelta(minutes=3)) == 1
     assert [message.to for message in mail.outbox] == [["nina@volt.test"]]
     assert "/accounts/password/reset/key/" in mail.outbox[0].body
+    assert f"{import_supplier} has given you an account" in mail.outbox[0].body  # who invited them
+    assert send_unsent_invitations(now=made + dt.timedelta(minutes=8)) == 0  # once
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.req("P5")
+def test_the_beat_job_sends_no_invitation_that_went_is_old_or_no_longer_needed(
+    client, import_supplier, django_capture_on_commit_callbacks
+):
+    """Sent by its task; older than a week; the invitee already chose a password; the account deactivated."""
+    sign_in(client, import_supplier)
+    for n in range(4):
+        with django_capture_on_commit_callbacks(execute=n == 0):  # only the first one's task runs
+            client.post(
+                reverse("ssi:team-invite"),
+                {"full_name": f"New {n}", "email": f"new{n}@volt.test", "role": "member"},
+            )
+    sent, old, chose, gone = (User.objects.get(email=f"new{n}@volt.test") for n in range(4))
+    assert sent.invitation.emailed_at is not None and len(mail.outbox) == 1
+    made = sent.invitation.created_at
+    old.invitation.created_at = made - dt.timedelta(days=7)
+    old.invitation.save(update_fields=["created_at"])
+    chose.set_password("a-long-new-passphrase")
+    chose.save(update_fields=["password"])
+    User.objects.filter(pk=gone.pk).update(is_active=False)
+    assert send_unsent_invitations(now=made + dt.timedelta(minutes=3)) == 0
+    assert len(mail.outbox) == 1
 
 
 def test_inviting_an_existing_address_is_refused_clearly(client, import_supplier, other_supplier):

@@ -3,7 +3,7 @@ from __future__ import annotations
 from .audit import Actor, AuditEvent
 from .files import Upload, UploadError, UploadKind, UploadState
 from .inventory import DeviceModel, FirmwareVersion, Hub, HubStatus, InventoryChange, SmiVersionUpdate
-from .parties import Organisation, OrgKind, Region, Role, User
+from .parties import Invitation, Organisation, OrgKind, Region, Role, User
 from .piloting import (
     Batch,
     ConstraintKind,
@@ -89,6 +89,7 @@ __all__ = [
     "UploadKind",
     "UploadState",
     "OrgKind",
+    "Invitation",
     "Organisation",
     "Region",
     "Role",

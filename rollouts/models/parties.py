@@ -129,3 +129,24 @@ class User(AbstractBaseUser, PermissionsMixin):
     @property
     def is_org_admin(self) -> bool:
         return self.organisation_id is not None and self.role == Role.ADMIN
+
+
+class Invitation(models.Model):
+    """An account an organisation admin or staff created (P1, P5), and the e-mail that lets the invitee
+    choose a password: sent by a task once the invitation commits, or, should that task be lost (the
+    broker down at the commit), by the beat job `send_unsent_invitations`."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="invitation")
+    invited_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created_at"], name="invitation_not_emailed", condition=Q(emailed_at__isnull=True)
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Invitation of {self.user}"

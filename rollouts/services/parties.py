@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import partial
 
 from allauth.account.forms import default_token_generator
 from allauth.account.utils import user_pk_to_url_str
 from allauth.usersessions.models import UserSession
 from django.conf import settings
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import transaction
@@ -17,7 +19,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from .. import audit, tasks
-from ..models import Organisation, OrgKind, Region, Role, User
+from ..models import Invitation, Organisation, OrgKind, Region, Role, User
 
 
 @transaction.atomic
@@ -45,9 +47,31 @@ def set_password_link(user: User) -> str:
     return f"{settings.PORTAL_BASE_URL}{path}"
 
 
-def send_invitation(user_id: int, invited_by_id: int | None) -> None:
-    user = User.objects.select_related("organisation").get(pk=user_id)
-    inviter = User.objects.filter(pk=invited_by_id).first()
+def send_invitation(user_id: int, invited_by_id: int | None = None) -> bool:
+    """E-mail the invitee the link to choose a password, once: the invitation is claimed under a row lock
+    and marked in the same transaction, so a failed send rolls the mark back for the next try. False when
+    it has gone already (or is going now). An account invited before invitations were recorded has no
+    row: its e-mail is sent as it was then."""
+    with transaction.atomic():
+        invitation = (
+            Invitation.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("user__organisation", "invited_by")
+            .filter(user_id=user_id, emailed_at__isnull=True)
+            .first()
+        )
+        if invitation is None:
+            if Invitation.objects.filter(user_id=user_id).exists():
+                return False
+            user = User.objects.select_related("organisation").get(pk=user_id)
+            _email_invitation(user, User.objects.filter(pk=invited_by_id).first())
+            return True
+        invitation.emailed_at = timezone.now()
+        invitation.save(update_fields=["emailed_at"])
+        _email_invitation(invitation.user, invitation.invited_by)
+    return True
+
+
+def _email_invitation(user: User, inviter: User | None) -> None:
     context = {"user": user, "inviter": inviter, "link": set_password_link(user)}
     send_mail(
         subject=f"You have been invited to CHFW Portal for {user.organisation}",
@@ -55,6 +79,31 @@ def send_invitation(user_id: int, invited_by_id: int | None) -> None:
         from_email=None,
         recipient_list=[user.email],
     )
+
+
+UNSENT_AFTER = dt.timedelta(minutes=2)  # each invitation's own task first
+# Not later: an account a week old is known to its admin, who can tell the invitee to use "Forgotten your
+# password?" on the sign-in page rather than receive an unexpected e-mail.
+UNSENT_WITHIN = dt.timedelta(days=7)
+
+
+def send_unsent_invitations(now: dt.datetime | None = None) -> int:
+    """The beat job: e-mail the invitations whose task was lost (the broker down at the commit): those not
+    e-mailed yet, made between a week and two minutes ago, of active accounts still without a password.
+    Returns how many were sent."""
+    now = now or timezone.now()
+    waiting = (
+        Invitation.objects.filter(
+            emailed_at__isnull=True,
+            created_at__lt=now - UNSENT_AFTER,
+            created_at__gte=now - UNSENT_WITHIN,
+            user__is_active=True,
+            user__password__startswith=UNUSABLE_PASSWORD_PREFIX,
+        )
+        .order_by("created_at", "pk")
+        .values_list("user_id", flat=True)
+    )
+    return sum(send_invitation(user_id) for user_id in list(waiting))
 
 
 @transaction.atomic(durable=True)
@@ -78,9 +127,10 @@ def invite_user(
             }
         )
     invitee = User.objects.create_user(email, full_name=full_name.strip(), organisation=org, role=role)
+    Invitation.objects.create(user=invitee, invited_by=user)
     audit.record(user, "user.invite", invitee, role=role, organisation=org.slug)
-    # Robust: the account has committed, so a broker that is down is logged, not an error page; the
-    # invitee can still set a password with "Forgotten your password?" on the sign-in page.
+    # Robust: the account has committed, so a broker that is down is logged, not an error page; the beat job
+    # `send_unsent_invitations` sends the e-mail once it is back.
     transaction.on_commit(partial(tasks.send_invitation.delay, invitee.pk, user.pk), robust=True)
     return invitee
 
