@@ -1,11 +1,13 @@
 """Status feed benchmark (PL9, SL4, U3, B1): figures printed, never asserted.
 
     python -m bench.progress [--records N] [--batch-hubs N] [--repeat N] [--hubs-per-region N] [--clustered]
-                             [--times one|distinct|both] [--sql] [--explain REGEX] [--profile]
+                             [--times one|hour|distinct|both|all] [--sql] [--explain REGEX] [--profile]
 
 --times: `one` time for every record of a feed; `distinct`, every record its own `at` text (1 µs apart,
-the most a real feed can differ: each distinct text is parsed once); `both` (default), the one then the
-other. --distinct-times is --times distinct. Profiling, for finding where a feed's time goes:
+the most a real feed can differ: each distinct text is parsed once); `hour`, 3,600 distinct times (what
+an hour's feed timed to the second holds at most; here 100 ms apart, so that all are after publication
+and none in the future); `both` (default), `one` then `distinct`; `all`, the three.
+--distinct-times is --times distinct. Profiling, for finding where a feed's time goes:
 --sql: each feed's statements that take 20 ms or more (BENCH_SQL_MIN_MS=N for N ms), slowest first,
 with the share the database took (django.db.connection.execute_wrapper; the commit and Python are the
 rest);
@@ -54,15 +56,21 @@ from bench.db import conditions, use_own_database
 from bench.schedules import REGIONS, _django, _estate, _file, _north_guids, _parties, _publish, _say
 
 
-def _feed(guids: list[str], status_for, at: dt.datetime, distinct: bool = False):
-    """The feed file; with `distinct`, record n is timed n microseconds after `at` (each its own text)."""
+def _feed(guids: list[str], status_for, at: dt.datetime, times: str = "one"):
+    """The feed file; with `distinct` times record n is timed n microseconds after `at` (each its own
+    text), with `hour` (n mod 3,600) tenths of a second after it."""
     from django.core.files.base import ContentFile
 
     lines = ["guid,status,at,reason,firmware_version"]
     same = at.isoformat()
     for n, g in enumerate(guids):
         status, reason, version = status_for(n)
-        when = (at + dt.timedelta(microseconds=n)).isoformat() if distinct else same
+        if times == "distinct":
+            when = (at + dt.timedelta(microseconds=n)).isoformat()
+        elif times == "hour":
+            when = (at + dt.timedelta(milliseconds=100 * (n % 3600))).isoformat()
+        else:
+            when = same
         lines.append(f"{g},{status},{when},{reason},{version}")
     return ContentFile(("\n".join(lines) + "\n").encode(), name="feed.csv")
 
@@ -145,7 +153,7 @@ def run(
     sql: bool = False,
     explain: str | None = None,
     profile: bool = False,
-    distinct_times: bool = False,
+    times: str = "one",
     hubs_per_region: int = 0,
     clustered: bool = False,
     batch_hubs: int = 0,
@@ -195,9 +203,9 @@ def run(
             return ("failed", "HAN join timeout", "") if n % 33 == 0 else ("activated", "", v2.version)
 
         for key, content in (
-            ("a", _feed(guids, outcome, at, distinct_times)),
-            ("b", _feed(guids, outcome, at, distinct_times)),
-            ("c", _feed(guids, lambda n: ("distributed", "", ""), timezone.now(), distinct_times)),
+            ("a", _feed(guids, outcome, at, times)),
+            ("b", _feed(guids, outcome, at, times)),
+            ("c", _feed(guids, lambda n: ("distributed", "", ""), timezone.now(), times)),
         ):
             timer = _SqlTimes(explain)
             with connection.execute_wrapper(timer) if sql or explain else contextlib.nullcontext():
@@ -271,9 +279,10 @@ def main() -> None:
     parser.add_argument("--sql", action="store_true", help="print each feed's statements over 20 ms")
     parser.add_argument(
         "--times",
-        choices=("one", "distinct", "both"),
+        choices=("one", "hour", "distinct", "both", "all"),
         default="both",
-        help="one time for every record, each record its own `at` (1 µs apart), or both (default)",
+        help="one time for every record, 3,600 distinct times, each record its own `at` (1 µs apart);"
+        " both (default): one and distinct; all: the three",
     )
     parser.add_argument("--distinct-times", action="store_const", const="distinct", dest="times")
     parser.add_argument("--profile", action="store_true", help="cProfile each feed (30 costliest calls)")
@@ -291,10 +300,13 @@ def main() -> None:
     _say(conditions())
     from rollouts.intake.pipeline import applied_here
 
-    modes = ("one", "distinct") if options.times == "both" else (options.times,)
+    modes = {"both": ("one", "distinct"), "all": ("one", "hour", "distinct")}.get(
+        options.times, (options.times,)
+    )
+    described = {"one": "one time for all", "hour": "3,600 distinct times", "distinct": "each its own time"}
     results = {}
     for mode in modes:
-        _say(f"-- {'one time for every record' if mode == 'one' else 'every record its own time'}")
+        _say(f"-- {described[mode]}")
         with applied_here():  # the service in this process, as measured before the background path
             results[mode] = run(
                 options.records,
@@ -302,13 +314,13 @@ def main() -> None:
                 options.sql,
                 options.explain,
                 options.profile,
-                mode == "distinct",
+                mode,
                 options.hubs_per_region,
                 options.clustered,
                 options.batch_hubs,
             )
     for mode, times in results.items():
-        at = "one time for all" if mode == "one" else "each its own time"
+        at = described[mode]
         labels = {
             "a": f"feed of {options.records:,} records (97% activated, 3% failed), {at}",
             "b": f"the same feed again (nothing moves), {at}",
