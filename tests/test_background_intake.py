@@ -184,6 +184,7 @@ class OverlapHandler(GuidListHandler):
         return super().apply(staging, upload)
 
 
+@pytest.mark.req("X3")
 @pytest.mark.django_db(transaction=True)
 def test_a_second_delivery_while_a_worker_processes_the_upload_neither_counts_nor_applies_it(
     volt, import_supplier

@@ -206,12 +206,10 @@ class SmiVersionUpdate(models.Model):
     any that a lost task left. A row is deleted when it is applied: what remains is what waits.
     """
 
-    upload = models.ForeignKey(
-        "rollouts.Upload", on_delete=models.PROTECT, related_name="+"
-    )  # the feed (its rollout)
-    version = models.ForeignKey(
-        FirmwareVersion, on_delete=models.PROTECT, related_name="+"
-    )  # the one it confirmed
+    # the feed (its rollout)
+    upload = models.ForeignKey("rollouts.Upload", on_delete=models.PROTECT, related_name="+")
+    # the version it confirmed
+    version = models.ForeignKey(FirmwareVersion, on_delete=models.PROTECT, related_name="+")
     hub_ids = ArrayField(models.BigIntegerField())
     ats = ArrayField(models.DateTimeField())  # each hub's record time, in the order of hub_ids
     created_at = models.DateTimeField(default=timezone.now)

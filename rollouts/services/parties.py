@@ -20,6 +20,7 @@ from django.utils.text import slugify
 
 from .. import audit, tasks
 from ..models import Invitation, Organisation, OrgKind, Region, Role, User
+from .notifications import UNSENT_AFTER  # each invitation's own task first, as each notice's
 
 
 @transaction.atomic
@@ -81,7 +82,6 @@ def _email_invitation(user: User, inviter: User | None) -> None:
     )
 
 
-UNSENT_AFTER = dt.timedelta(minutes=2)  # each invitation's own task first
 # Not later: an account a week old is known to its admin, who can tell the invitee to use "Forgotten your
 # password?" on the sign-in page rather than receive an unexpected e-mail.
 UNSENT_WITHIN = dt.timedelta(days=7)

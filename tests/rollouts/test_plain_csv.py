@@ -235,6 +235,7 @@ def test_blank_rows_keep_the_row_numbers_of_the_file(db, monkeypatch):
     assert [(r[0], r[-1]) for r in rows] == [(2, "00DB123456789A01"), (5, "00DB123456789A02")]
 
 
+@pytest.mark.req("PL9")
 def test_a_feeds_times_parse_as_file_formats_says(db, monkeypatch):
     """FILE_FORMATS.md "Times": an offset or Z as given, UK local time without one, clock changes refused."""
     (_, _, _, times), path = stage(
@@ -266,6 +267,7 @@ def test_a_feeds_times_parse_as_file_formats_says(db, monkeypatch):
     )
 
 
+@pytest.mark.req("PL9")
 def test_a_feeds_times_are_parsed_a_chunk_at_a_time_and_none_is_lost(db, monkeypatch):
     """A big feed's distinct times are read in chunks (progress.TIMES_CHUNK): two at a time, every one of
     the file's 23 distinct texts (blank ones included) is still parsed, once."""
