@@ -1,0 +1,118 @@
+"""The status feed against a model of its rules (PL9, U3, U1): random sequences of feeds, each checked
+against what the rules say should happen, written here from REQUIREMENTS.md, not from the code.
+
+The rules modelled (PL9 "Device-level progress", U3, and the issue's "out-of-order and repeated records
+handled"):
+- a record moves its hub only when its time is later than the hub's and its status differs; an older or
+  equal-time record changes nothing (it is still kept in a pilot hub's timeline);
+- a record that would move a hub must move it forward (pending, scheduled, distributed, then activated
+  or failed); one that would not makes the whole feed rejected, and a rejected feed changes nothing;
+- `activated` on a version other than the rollout's target is `failed`, with the reason naming both;
+- a record for a hub outside the rollout, or of another region, rejects the feed;
+- a pilot hub's timeline holds every record of every applied feed, once;
+- after every feed, the maintained counters equal a recount.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import hypothesis
+import pytest
+from django.db import connection
+from django.utils import timezone
+from hypothesis import strategies as st
+
+from rollouts.models import HubEvent, RolloutHub, UploadState
+from rollouts.services.counters import counter_mismatches
+
+from .test_progress import BOTH, GAS_SOUTH, NOT_ELIGIBLE, OLD, SPLIT, TARGET, feed, piloting  # noqa: F401
+
+RANK = {"pending": 0, "scheduled": 1, "distributed": 2, "activated": 3, "failed": 3}
+WRONG_VERSION = f"reported firmware {OLD}, expected {TARGET}"
+# Most records are for the two north pilot hubs; a few name a hub the feed must refuse.
+PILOT_HUBS = (SPLIT, BOTH)
+REFUSED_HUBS = (NOT_ELIGIBLE, GAS_SOUTH)  # not in the rollout (on the target already); another region
+
+records = st.tuples(
+    st.sampled_from(PILOT_HUBS * 6 + REFUSED_HUBS),
+    st.sampled_from(("scheduled", "distributed", "activated", "failed")),
+    st.integers(0, 4),  # minutes after the sequence's start: ties and reversals are common
+    st.booleans(),  # an activation on the target version (else on the old one)
+)
+feeds = st.lists(records, min_size=1, max_size=3, unique_by=lambda r: r[0])  # a GUID once per file
+sequences = st.lists(feeds, min_size=1, max_size=5)
+
+
+def predict(hubs: dict, timeline: set, records: list[tuple], start: dt.datetime) -> bool:
+    """Applies one feed to the model; whether the feed is accepted."""
+    moves = {}
+    for guid, status, minute, on_target in records:
+        if guid in REFUSED_HUBS:
+            return False
+        at = start + dt.timedelta(minutes=minute)
+        new, reason = status, "HAN join timeout" if status == "failed" else ""
+        if status == "activated" and not on_target:
+            new, reason = "failed", WRONG_VERSION
+        old, old_at, _ = hubs[guid]
+        if at > old_at and new != old:
+            if RANK[new] <= RANK[old]:
+                return False
+            moves[guid] = (new, at, reason)
+    hubs.update(moves)
+    timeline.update(
+        (guid, status, start + dt.timedelta(minutes=minute)) for guid, status, minute, _ in records
+    )
+    return True
+
+
+def as_sent(record: tuple, start: dt.datetime) -> tuple:
+    """A generated record as the CSP's file row: (guid, status, at, reason, firmware_version)."""
+    guid, status, minute, on_target = record
+    at = (start + dt.timedelta(minutes=minute)).isoformat()
+    reason = "HAN join timeout" if status == "failed" else ""
+    return guid, status, at, reason, (TARGET if on_target else OLD) if status == "activated" else ""
+
+
+@pytest.mark.req("PL9")
+@pytest.mark.req("U3")
+@pytest.mark.req("U1")
+def test_feeds_do_what_the_rules_say_in_any_order(piloting, csp_north):  # noqa: F811
+    published_at = RolloutHub.objects.filter(rollout=piloting).values_list("status_at", flat=True).first()
+
+    @hypothesis.settings(max_examples=30, deadline=None, database=None)
+    @hypothesis.given(sequence=sequences)
+    # The edges, always: failed on a wrong version then activated (sideways, same rank); an older record
+    # after a newer one; two statuses at one time; a refused hub beside a good record.
+    @hypothesis.example(sequence=[[(BOTH, "activated", 0, False)], [(BOTH, "activated", 1, True)]])
+    @hypothesis.example(sequence=[[(SPLIT, "distributed", 3, True)], [(SPLIT, "scheduled", 1, True)]])
+    @hypothesis.example(sequence=[[(SPLIT, "scheduled", 2, True)], [(SPLIT, "distributed", 2, True)]])
+    @hypothesis.example(sequence=[[(SPLIT, "scheduled", 2, True), (GAS_SOUTH, "scheduled", 2, True)]])
+    def follows_the_rules(sequence: list[list[tuple]]) -> None:
+        start = timezone.now() - dt.timedelta(hours=10)
+        hubs = dict.fromkeys(PILOT_HUBS, ("pending", published_at, ""))
+        timeline: set[tuple] = set()
+        # Each sequence starts from the same rollout: a savepoint of our own (submit_status_feed's atomic
+        # block is durable, so it may not be nested in another atomic block of the test's).
+        with connection.cursor() as cursor:
+            cursor.execute("SAVEPOINT model")
+        try:
+            for records in sequence:
+                # Sent twice: a repeated feed changes nothing, and the model agrees (same times).
+                for _ in range(2):
+                    accepted = predict(hubs, timeline, records, start)
+                    upload = feed(csp_north, piloting, *(as_sent(record, start) for record in records))
+                    assert upload.state == (UploadState.APPLIED if accepted else UploadState.REJECTED)
+                    rows = RolloutHub.objects.filter(
+                        rollout=piloting, hub__guid__in=PILOT_HUBS
+                    ).select_related("hub")
+                    assert {r.hub.guid: (r.status, r.status_at, r.failure_reason) for r in rows} == hubs
+                    events = HubEvent.objects.filter(rollout=piloting).select_related("hub")
+                    assert {(e.hub.guid, e.status, e.at) for e in events} == timeline
+                    assert events.count() == len(timeline)  # once each
+                    assert counter_mismatches([piloting.pk]) == []
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("ROLLBACK TO SAVEPOINT model")
+
+    follows_the_rules()
