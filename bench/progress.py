@@ -228,8 +228,10 @@ def run(
                     profiler.disable()
                 figures[key].append(perf_counter() - start)
             wal = _wal_bytes_since(wal_before)
+            held = content.distinct_times
             _say(
-                f"  {key}: {figures[key][-1]:.2f} s, WAL {wal / 2**20:,.0f} MB, {content.distinct_times:,} distinct times"
+                f"  {key}: {figures[key][-1]:.2f} s, WAL {wal / 2**20:,.0f} MB,"
+                f" {held:,} distinct time{'s' if held != 1 else ''}"
                 f" ({upload.state}, {upload.summary or upload.error_count})"
             )
             if sql:
