@@ -9,6 +9,9 @@ handled"):
   or failed); one that would not makes the whole feed rejected, and a rejected feed changes nothing;
 - `activated` on a version other than the rollout's target is `failed`, with the reason naming both;
 - a record for a hub outside the rollout, or of another region, rejects the feed;
+- while the rollout is paused or the hubs' batch held, nothing is distributed or activated (I3, SL3):
+  a record that would move its hub and reports `distributed` or `activated` (on any version: the device
+  reports an activation) rejects the feed; `scheduled` and `failed` are still recorded;
 - a pilot hub's timeline holds every record of every applied feed, once;
 - after every feed, the maintained counters equal a recount.
 """
@@ -23,8 +26,10 @@ from django.db import connection
 from django.utils import timezone
 from hypothesis import strategies as st
 
-from rollouts.models import HubEvent, RolloutHub, UploadState
+from rollouts.models import Batch, HubEvent, RolloutHub, UploadState
 from rollouts.services.counters import counter_mismatches
+from rollouts.services.lifecycle import pause_rollout, resume_rollout
+from rollouts.services.schedules import hold_batch, release_batch
 
 from .test_progress import BOTH, GAS_SOUTH, NOT_ELIGIBLE, OLD, SPLIT, TARGET, feed, piloting  # noqa: F401
 
@@ -41,10 +46,13 @@ records = st.tuples(
     st.booleans(),  # an activation on the target version (else on the old one)
 )
 feeds = st.lists(records, min_size=1, max_size=3, unique_by=lambda r: r[0])  # a GUID once per file
-sequences = st.lists(feeds, min_size=1, max_size=5)
+# Between feeds, DCC may pause or resume the rollout, or hold or release the pilot batch (each only when
+# it applies: a pause of a paused rollout is skipped).
+ACTIONS = ("pause", "resume", "hold", "release")
+sequences = st.lists(st.one_of(feeds, feeds, st.sampled_from(ACTIONS)), min_size=1, max_size=6)
 
 
-def predict(hubs: dict, timeline: set, records: list[tuple], start: dt.datetime) -> bool:
+def predict(hubs: dict, timeline: set, records: list[tuple], start: dt.datetime, on_hold: bool) -> bool:
     """Applies one feed to the model; whether the feed is accepted."""
     moves = {}
     for guid, status, minute, on_target in records:
@@ -56,7 +64,7 @@ def predict(hubs: dict, timeline: set, records: list[tuple], start: dt.datetime)
             new, reason = "failed", WRONG_VERSION
         old, old_at, _ = hubs[guid]
         if at > old_at and new != old:
-            if RANK[new] <= RANK[old]:
+            if RANK[new] <= RANK[old] or (on_hold and status in ("distributed", "activated")):
                 return False
             moves[guid] = (new, at, reason)
     hubs.update(moves)
@@ -77,8 +85,15 @@ def as_sent(record: tuple, start: dt.datetime) -> tuple:
 @pytest.mark.req("PL9")
 @pytest.mark.req("U3")
 @pytest.mark.req("U1")
-def test_feeds_do_what_the_rules_say_in_any_order(piloting, csp_north):  # noqa: F811
+def test_feeds_do_what_the_rules_say_in_any_order(piloting, csp_north, dcc):  # noqa: F811
     published_at = RolloutHub.objects.filter(rollout=piloting).values_list("status_at", flat=True).first()
+    batch = Batch.objects.get(rollout=piloting, name="PN")  # the north pilot batch: both pilot hubs
+    act = {
+        "pause": lambda: pause_rollout(user=dcc, rollout_id=piloting.pk, reason="Investigating"),
+        "resume": lambda: resume_rollout(user=dcc, rollout_id=piloting.pk),
+        "hold": lambda: hold_batch(user=dcc, batch_id=batch.pk, reason="CSP maintenance"),
+        "release": lambda: release_batch(user=dcc, batch_id=batch.pk),
+    }
 
     @hypothesis.settings(max_examples=30, deadline=None, database=None)
     @hypothesis.given(sequence=sequences)
@@ -88,19 +103,32 @@ def test_feeds_do_what_the_rules_say_in_any_order(piloting, csp_north):  # noqa:
     @hypothesis.example(sequence=[[(SPLIT, "distributed", 3, True)], [(SPLIT, "scheduled", 1, True)]])
     @hypothesis.example(sequence=[[(SPLIT, "scheduled", 2, True)], [(SPLIT, "distributed", 2, True)]])
     @hypothesis.example(sequence=[[(SPLIT, "scheduled", 2, True), (GAS_SOUTH, "scheduled", 2, True)]])
+    # ... and on hold: an activation on the wrong version is refused, a failure recorded, then released.
+    @hypothesis.example(
+        sequence=["hold", [(BOTH, "activated", 1, False)], [(SPLIT, "failed", 1, True)], "release", "pause"]
+        + [[(BOTH, "distributed", 2, True)], "resume", [(BOTH, "distributed", 2, True)]]
+    )
     def follows_the_rules(sequence: list[list[tuple]]) -> None:
         start = timezone.now() - dt.timedelta(hours=10)
         hubs = dict.fromkeys(PILOT_HUBS, ("pending", published_at, ""))
         timeline: set[tuple] = set()
+        paused = held = False
         # Each sequence starts from the same rollout: a savepoint of our own (submit_status_feed's atomic
         # block is durable, so it may not be nested in another atomic block of the test's).
         with connection.cursor() as cursor:
             cursor.execute("SAVEPOINT model")
         try:
             for records in sequence:
+                if isinstance(records, str):
+                    applies = {"pause": not paused, "resume": paused, "hold": not held, "release": held}
+                    if applies[records]:
+                        act[records]()
+                        paused = {"pause": True, "resume": False}.get(records, paused)
+                        held = {"hold": True, "release": False}.get(records, held)
+                    continue
                 # Sent twice: a repeated feed changes nothing, and the model agrees (same times).
                 for _ in range(2):
-                    accepted = predict(hubs, timeline, records, start)
+                    accepted = predict(hubs, timeline, records, start, on_hold=paused or held)
                     upload = feed(csp_north, piloting, *(as_sent(record, start) for record in records))
                     assert upload.state == (UploadState.APPLIED if accepted else UploadState.REJECTED)
                     rows = RolloutHub.objects.filter(
