@@ -1,8 +1,9 @@
-"""The status feed against a model of its rules (PL9, U3, U1): random sequences of feeds, each checked
-against what the rules say should happen, written here from REQUIREMENTS.md, not from the code.
+"""The status feed against a model of its rules (PL9, U3, U1, I3, SL3, B1): random sequences of feeds
+and of DCC's pauses and holds, each checked against what the rules say should happen, written here from
+REQUIREMENTS.md, not from the code.
 
-The rules modelled (PL9 "Device-level progress", U3, and the issue's "out-of-order and repeated records
-handled"):
+The rules modelled (PL9 "Device-level progress", U3, I3, SL3, B1, and the issue's "out-of-order and
+repeated records handled"):
 - a record moves its hub only when its time is later than the hub's and its status differs; an older or
   equal-time record changes nothing (it is still kept in a pilot hub's timeline);
 - a record that would move a hub must move it forward (pending, scheduled, distributed, then activated
