@@ -115,6 +115,8 @@ def as_sent(record: tuple, start: dt.datetime) -> tuple:
 @pytest.mark.req("U3")
 @pytest.mark.req("U1")
 @pytest.mark.req("B1")
+@pytest.mark.req("I3")
+@pytest.mark.req("SL3")
 def test_feeds_do_what_the_rules_say_in_any_order(piloting, csp_north, dcc):  # noqa: F811
     published_at = RolloutHub.objects.filter(rollout=piloting).values_list("status_at", flat=True).first()
     batch = Batch.objects.get(rollout=piloting, name="PN")  # the north pilot batch: both pilot hubs
