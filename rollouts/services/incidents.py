@@ -6,7 +6,8 @@ Supplier, never naming who raised the incident (P4, I3):
 - proceed: nothing changes;
 - pause or suspend: nothing is distributed or activated (the status feed refuses it), and
   instructed times that pass during the hold revert to the automatic time (`revert_passed_instructions`,
-  a beat job), listed to their Supplier, who may instruct again before the deadline;
+  a beat job, and at the latest when the hold ends: lifecycle's release), listed to their Supplier, who
+  may instruct again before the deadline;
 - delay: the automatic time and the deadline move later; instructions stand;
 - stop: four-eyes (B4, L8). Triage "stop" is itself the proposal: the outcome is recorded at once and
   the incident says the stop awaits a second DCC user; when it is approved, the pending instructions
@@ -352,7 +353,7 @@ def void_pending_instructions(rollout: Rollout) -> int:
     return voided
 
 
-def _held_since(rollout: Rollout) -> dt.datetime | None:
+def held_since(rollout: Rollout) -> dt.datetime | None:
     """When the current hold began: the first pause or suspension after the last resumption."""
     events = AuditEvent.objects.filter(object_type="rollouts.rollout", object_id=str(rollout.pk))
     resumed = (
@@ -376,14 +377,17 @@ def revert_passed_instructions(now: dt.datetime | None = None) -> int:
             rollout = Rollout.objects.select_for_update().get(pk=rollout_id)
             if rollout.status not in (Status.PAUSED, Status.SUSPENDED):
                 continue
-            since = _held_since(rollout)
+            since = held_since(rollout)
             if since is None:
                 continue
-            total += _revert(rollout, since, now)
+            total += revert_passed(rollout, since, now)
     return total
 
 
-def _revert(rollout: Rollout, since: dt.datetime, now: dt.datetime) -> int:
+def revert_passed(rollout: Rollout, since: dt.datetime, now: dt.datetime) -> int:
+    """I3 (inside the caller's transaction, the rollout locked): instructions of undistributed hubs whose
+    time passed between the hold's start and `now` are deleted, the hubs replanned and each Supplier told.
+    Run by the beat job during a hold, and by the release that ends it (resume, or the Panel's resume)."""
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS reverted_hubs")
         cursor.execute(
@@ -405,6 +409,8 @@ def _revert(rollout: Rollout, since: dt.datetime, now: dt.datetime) -> int:
     audit.record(
         None, "instructions.reverted", rollout, rollout=rollout.pk, hubs=reverted, since=since.isoformat()
     )
+    held = rollout.status in (Status.PAUSED, Status.SUSPENDED)
+    state = f"is {rollout.get_status_display().lower()}" if held else "has resumed"
     deadline = rollout.instruction_deadline
     again = (
         f"You may instruct them again until {timezone.localtime(deadline):%d %B %Y %H:%M}."
@@ -416,8 +422,8 @@ def _revert(rollout: Rollout, since: dt.datetime, now: dt.datetime) -> int:
         by_supplier,
         kind="instructions.reverted",
         subject=f"{rollout.reference}: instructed times passed during the hold",
-        body=f"{rollout} is {rollout.get_status_display().lower()}, and the instructed time of {{count}} of your "
-        f"hubs passed during the hold, so they revert to the automatic time (I3): {{guids}}. {again}",
+        body=f"{rollout} {state}, and the instructed time of {{count}} of your hubs passed during the hold, so they "
+        f"revert to the automatic time (I3): {{guids}}. {again}",
     )
     return reverted
 

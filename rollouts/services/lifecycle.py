@@ -394,7 +394,20 @@ def pause_rollout(*, user: User | None, rollout_id: int, reason: str) -> Rollout
 @transaction.atomic(durable=True)
 def resume_rollout(*, user: User, rollout_id: int, reason: str = "") -> Rollout:
     _require_dcc(user)
-    return _decide(user, rollout_id, "resume", reason=reason)
+    return _release(user, rollout_id, "resume", reason=reason)
+
+
+def _release(user: User, rollout_id: int, move: str, *, reason: str) -> Rollout:
+    """L6, I3: the hold ends. Instructed times that passed during it revert to the automatic time now, in
+    the same transaction, whether or not the beat job (every 5 minutes, or late) saw them pass."""
+    from .incidents import held_since, revert_passed  # incidents builds on this module
+
+    rollout = Rollout.objects.select_for_update().get(pk=rollout_id)  # L10: the hold read under the lock
+    since = held_since(rollout) if rollout.status in (Status.PAUSED, Status.SUSPENDED) else None
+    rollout = _decide(user, rollout_id, move, reason=reason)
+    if since is not None:
+        revert_passed(rollout, since, timezone.now())
+    return rollout
 
 
 @transaction.atomic(durable=True)
@@ -417,6 +430,8 @@ def record_panel_decision(*, user: User, rollout_id: int, outcome: Status, reaso
     _require_dcc(user)
     if outcome not in PANEL_MOVES:
         raise ValidationError("The Panel's decision is to resume, pause or stop the rollout.")
+    if outcome == Status.ACTIVE:
+        return _release(user, rollout_id, PANEL_MOVES[outcome], reason=reason)
     rollout = _decide(user, rollout_id, PANEL_MOVES[outcome], reason=reason)
     if rollout.status == Status.STOPPED:
         from .incidents import void_pending_instructions  # incidents builds on this module

@@ -4,6 +4,7 @@ the Panel's confirmation, visibility (P3) and anonymity of the raiser (P4)."""
 from __future__ import annotations
 
 import datetime as dt
+from unittest import mock
 
 import pytest
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
@@ -19,7 +20,7 @@ from rollouts.services.incidents import (
     triage_incident,
 )
 from rollouts.services.instructions import instruct_early_deployment
-from rollouts.services.lifecycle import approve_proposal
+from rollouts.services.lifecycle import approve_proposal, record_panel_decision, resume_rollout
 
 from .test_lifecycle import publish
 
@@ -214,8 +215,6 @@ def test_only_dcc_triages(live, import_supplier):
 @pytest.mark.req("I3")
 @pytest.mark.req("L6")
 def test_the_panels_decision_to_stop_voids_pending_instructions_too(live, instructed, import_supplier, dcc):
-    from rollouts.services.lifecycle import record_panel_decision
-
     incident = raise_incident(user=import_supplier, rollout_id=live.pk, description="Safety concern")
     triage_incident(user=dcc, incident_id=incident.pk, outcome="suspend", reason="Pending the Panel")
     assert HubInstruction.objects.filter(rollout=live).count() == 2
@@ -223,3 +222,30 @@ def test_the_panels_decision_to_stop_voids_pending_instructions_too(live, instru
     assert state(live) == (Stage.NOTIFICATION, Status.STOPPED)
     assert not HubInstruction.objects.filter(rollout=live).exists()
     assert Notice.objects.filter(kind="instructions.void", organisation=import_supplier.organisation).exists()
+
+
+@pytest.mark.req("I3")
+@pytest.mark.req("L6")
+@pytest.mark.parametrize("release", ["resume", "panel"])
+def test_a_time_that_passed_during_the_hold_reverts_when_it_ends_though_no_job_ran(
+    live, instructed, import_supplier, gas_supplier, dcc, release
+):
+    incident = raise_incident(user=gas_supplier, rollout_id=live.pk, description="Gas meters lose pairing")
+    outcome = "pause" if release == "resume" else "suspend"
+    triage_incident(user=dcc, incident_id=incident.pk, outcome=outcome, reason="Investigating")
+    # Three days on, before the beat job has run: Volt's time (two days) passed during the hold.
+    three_days_on = timezone.now() + dt.timedelta(days=3)
+    with mock.patch("django.utils.timezone.now", return_value=three_days_on):
+        if release == "resume":
+            resume_rollout(user=dcc, rollout_id=live.pk)
+        else:
+            record_panel_decision(user=dcc, rollout_id=live.pk, outcome=Status.ACTIVE, reason="Panel: go on")
+    assert state(live) == (Stage.NOTIFICATION, Status.ACTIVE)
+    assert list(HubInstruction.objects.filter(rollout=live).values_list("hub__guid", flat=True)) == [
+        GAS_SOUTH
+    ]
+    assert planned(live, BOTH) == (live.auto_deploy_at, "automatic")
+    reverted = Notice.objects.get(kind="instructions.reverted")
+    assert reverted.organisation == import_supplier.organisation
+    assert "has resumed" in reverted.body and "1 of your hubs passed during the hold" in reverted.body
+    assert counter_mismatches() == []
