@@ -12,16 +12,25 @@ The rules modelled:
 - I2, L6: DCC triages an incident with one outcome: proceed, pause (of an active or paused rollout),
   suspend (at once, from active or paused), delay, or stop (a four-eyes proposal: nothing changes until a
   second DCC user approves); DCC resumes a paused rollout; the Panel's decision resumes, pauses or stops a
-  suspended one;
+  suspended one; a stop proposal lapses when the rollout's status changes before it is decided (B4, as
+  rollouts/transitions.py words it);
 - I3: every Supplier with hubs in the rollout is told each decision with the count of its own pending
   instructions; on pause or suspension, instructed times that pass during the hold (from its start,
   through any change between pause and suspension, until the rollout is active again) revert to the
   automatic time, listed to their Supplier; a delay moves the automatic time and instructions stand; a
   stop, by approval or by the Panel, voids the pending instructions and each Supplier is told how many;
-- P4: no notice to a Supplier or a CSP names another Supplier, so the raiser of an incident is never named.
+- P4: no notice to a Supplier or a CSP names another Supplier, so the raiser of an incident is never named;
+- in a pilot (PL9, T5, E1, I3), a CSP's feed distributes a hub of a live batch while the rollout is active
+  (I3: nothing is distributed during a hold); a pilot hub's planned time is the end of its batch window, or
+  an earlier instructed time; a distributed hub's instructions are no longer pending: no Supplier may
+  instruct or withdraw for it, and no hold reverts them nor a stop voids them; its plan stays as it was.
+
+Each sequence runs on a rollout in notification (every hub plans on the automatic time) and in a pilot of
+all four hubs (two batches, north and south).
 
 The clock is logical: it is frozen for every service, audit events included, and moves a minute for
-each step and by whole days when the sequence waits, when the System's beat job runs as it would.
+each step and by hours when the sequence waits; then the System's beat job runs, or it does not (late, or
+its broker down): what passed during a hold reverts at the latest when the hold ends.
 Instructed times fall half a minute off the clock's ticks, so none is exactly a hold's start or the job's
 "now" (the rules do not say on which side of an instant such a time falls).
 """
@@ -39,13 +48,14 @@ from django.utils import timezone
 from hypothesis import strategies as st
 
 from rollouts.intake.errors import RowsRejected
-from rollouts.models import AuditEvent, HubInstruction, Notice, Proposal, RolloutHub, Status
+from rollouts.models import AuditEvent, HubInstruction, Notice, Proposal, RolloutHub, Status, UploadState
 from rollouts.services.counters import counter_mismatches
 from rollouts.services.incidents import raise_incident, revert_passed_instructions, triage_incident
 from rollouts.services.instructions import instruct_early_deployment, withdraw_instruction
 from rollouts.services.lifecycle import approve_proposal, record_panel_decision, resume_rollout
 
 from .test_incidents import live  # noqa: F401 - a fixture
+from .test_progress import feed, piloting  # noqa: F401 - piloting is a fixture
 
 SPLIT = "00DB000000000001"  # Volt (import) + GasCo (gas)
 BOTH = "00DB000000000002"  # Volt in both roles
@@ -54,6 +64,7 @@ OTHERS = "00DB000000000004"  # Other Power only
 SUPPLIERS = ("volt", "gasco", "oscar")
 NAMES = {"volt": "Volt Energy", "gasco": "GasCo", "oscar": "Other Power"}
 HUBS_OF = {"volt": (SPLIT, BOTH), "gasco": (SPLIT, GAS_ONLY), "oscar": (OTHERS,)}
+NORTH = (SPLIT, BOTH)  # the others are south
 # E2, E3: whose instructions a hub's planned time needs.
 DECIDE = {SPLIT: ("volt", "gasco"), BOTH: ("volt",), GAS_ONLY: ("gasco",), OTHERS: ("oscar",)}
 STEP = dt.timedelta(minutes=1)
@@ -78,7 +89,20 @@ decisions = st.one_of(
     st.just(("approve_stop",)),
     st.tuples(st.just("panel"), st.sampled_from((Status.ACTIVE, Status.PAUSED, Status.STOPPED))),
 )
-steps = st.one_of(instructs, instructs, instructs, withdrawals, waits, waits, incidents, incidents, decisions)
+distributions = st.tuples(st.just("distribute"), st.sampled_from(tuple(DECIDE)))  # in a pilot only
+steps = st.one_of(
+    instructs,
+    instructs,
+    instructs,
+    withdrawals,
+    waits,
+    waits,
+    incidents,
+    incidents,
+    decisions,
+    distributions,
+    distributions,
+)
 sequences = st.lists(steps, min_size=1, max_size=10)
 
 
@@ -90,9 +114,11 @@ def chosen(supplier: str, mask: int) -> list[str]:
 class Model:
     """What the rules say the rollout's status, instructions, plan and notices are."""
 
-    def __init__(self, now: dt.datetime, auto: dt.datetime) -> None:
+    def __init__(self, now: dt.datetime, auto: dt.datetime, pilot_end: dict[str, dt.datetime]) -> None:
         self.now = now
         self.auto = auto
+        self.pilot_end = pilot_end  # a pilot hub's batch window end (none in notification)
+        self.distributed: dict[str, tuple[dt.datetime, str]] = {}  # each with its plan when it was
         self.status = Status.ACTIVE
         self.held_since: dt.datetime | None = None
         self.stop_proposed = False
@@ -108,8 +134,13 @@ class Model:
         self.revert()  # I3: whatever passed during the hold, whether or not the job saw it pass
         self.status, self.held_since = Status.ACTIVE, None
 
+    def is_pending(self, key: tuple[str, str]) -> bool:
+        return key[1] not in self.distributed
+
     def pending(self) -> dict[str, int]:
-        return {s: sum(1 for owner, _ in self.instructions if owner == s) for s in SUPPLIERS}
+        return {
+            s: sum(1 for key in self.instructions if key[0] == s and self.is_pending(key)) for s in SUPPLIERS
+        }
 
     def decided(self) -> None:
         self.told["incident.decision"] = self.pending()
@@ -117,7 +148,7 @@ class Model:
     def void(self) -> None:
         self.status = Status.STOPPED
         self.told["instructions.void"] = {s: n for s, n in self.pending().items() if n}
-        self.instructions.clear()
+        self.instructions = {key: at for key, at in self.instructions.items() if not self.is_pending(key)}
 
     def wait(self, hours: int, job: bool) -> None:
         self.now += dt.timedelta(hours=hours)
@@ -127,7 +158,11 @@ class Model:
     def revert(self) -> None:
         if self.held_since is None:
             return
-        passed = [key for key, at in self.instructions.items() if self.held_since < at <= self.now]
+        passed = [
+            key
+            for key, at in self.instructions.items()
+            if self.is_pending(key) and self.held_since < at <= self.now
+        ]
         reverted: dict[str, int] = {}
         for key in passed:
             del self.instructions[key]
@@ -137,8 +172,18 @@ class Model:
     def plan(self) -> dict[str, tuple[dt.datetime, str]]:
         planned = {}
         for hub, deciders in DECIDE.items():
+            if hub in self.distributed:
+                planned[hub] = self.distributed[hub]
+                continue
             times = [self.instructions.get((supplier, hub)) for supplier in deciders]
-            planned[hub] = (max(times), "instruction") if all(times) else (self.auto, "automatic")
+            instructed = max(times) if all(times) else None
+            if hub in self.pilot_end:  # T5: the window's end, or an earlier instructed time
+                end = self.pilot_end[hub]
+                planned[hub] = (
+                    (instructed, "instruction") if instructed and instructed < end else (end, "pilot_window")
+                )
+            else:
+                planned[hub] = (instructed, "instruction") if instructed else (self.auto, "automatic")
         return planned
 
 
@@ -162,8 +207,11 @@ def logical_clock(model: Model):
 @pytest.mark.req("L6")
 @pytest.mark.req("B4")
 @pytest.mark.req("P4")
+@pytest.mark.req("PL9")
+@pytest.mark.parametrize("stage", ["notification", "piloting"])
 def test_incident_decisions_do_to_instructions_what_the_rules_say(
-    live,  # noqa: F811
+    request,
+    stage,
     import_supplier,
     gas_supplier,
     other_supplier,
@@ -172,6 +220,7 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
     csp_north,
     csp_south,
 ):
+    rollout = request.getfixturevalue("live" if stage == "notification" else "piloting")
     users = {"volt": import_supplier, "gasco": gas_supplier, "oscar": other_supplier}
     key_of = {user.organisation_id: key for key, user in users.items()}
     csps = {csp_north.organisation_id, csp_south.organisation_id}
@@ -180,33 +229,48 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
         """The step on the rollout and on the model, when it applies."""
         kind = step[0]
         model.now += STEP
-        if kind == "instruct":
-            _, supplier, mask, hours = step
-            at = model.now + dt.timedelta(hours=hours) + OFF_TICK
+        before = model.status
+        if kind in ("instruct", "withdraw"):
+            supplier, mask = step[1], step[2]
             hubs = chosen(supplier, mask)
-            if model.status in (Status.ACTIVE, Status.PAUSED):
-                instruct_early_deployment(
-                    user=users[supplier], rollout_id=live.pk, guids=hubs, default_deploy_at=at
-                )
-                model.instructions.update({(supplier, hub): at for hub in hubs})
-            else:  # E1, I3: suspended, then stopped: refused, and nothing changes
-                refusal = RowsRejected if model.status == Status.SUSPENDED else ValidationError
-                with pytest.raises(refusal) as refused:
-                    instruct_early_deployment(
-                        user=users[supplier], rollout_id=live.pk, guids=hubs, default_deploy_at=at
-                    )
-                expected = "rollout_on_hold" if model.status == Status.SUSPENDED else "rollout_not_live"
-                assert [e.code for e in refused.value.error_list] == [expected]
-        elif kind == "withdraw":
-            _, supplier, mask = step
-            hubs = chosen(supplier, mask)
+            at = model.now + dt.timedelta(hours=step[3]) + OFF_TICK if kind == "instruct" else None
+            # E1, I3: refused whole when the rollout is stopped, or suspended (a new instruction), or when a
+            # hub is distributed; a refusal changes nothing.
             if model.status == Status.STOPPED:
-                with pytest.raises(ValidationError):
-                    withdraw_instruction(user=users[supplier], rollout_id=live.pk, guids=hubs)
+                expected = ["rollout_not_live"]
+            elif model.status == Status.SUSPENDED and kind == "instruct":
+                expected = ["rollout_on_hold"]
             else:
-                withdraw_instruction(user=users[supplier], rollout_id=live.pk, guids=hubs)
+                expected = ["already_distributed" for hub in hubs if hub in model.distributed]
+            user = users[supplier]
+            if kind == "instruct":
+                call = lambda: instruct_early_deployment(  # noqa: E731
+                    user=user, rollout_id=rollout.pk, guids=hubs, default_deploy_at=at
+                )
+            else:
+                call = lambda: withdraw_instruction(user=user, rollout_id=rollout.pk, guids=hubs)  # noqa: E731
+            if expected:
+                with pytest.raises(ValidationError) as refused:
+                    call()
+                assert [e.code for e in refused.value.error_list] == expected
+                assert isinstance(refused.value, RowsRejected) == (model.status != Status.STOPPED)
+            else:
+                call()
                 for hub in hubs:
-                    model.instructions.pop((supplier, hub), None)
+                    if kind == "instruct":
+                        model.instructions[supplier, hub] = at
+                    else:
+                        model.instructions.pop((supplier, hub), None)
+        elif kind == "distribute" and model.pilot_end and step[1] not in model.distributed:
+            hub = step[1]
+            upload = feed(
+                csp_north if hub in NORTH else csp_south, rollout, (hub, "distributed", model.now.isoformat())
+            )
+            if model.status == Status.ACTIVE:
+                assert upload.state == UploadState.APPLIED
+                model.distributed[hub] = model.plan()[hub]
+            else:  # I3: nothing is distributed during a hold; a stopped rollout has no live batch
+                assert upload.state == UploadState.REJECTED
         elif kind == "wait":
             _, hours, job = step
             model.wait(hours, job)
@@ -218,7 +282,7 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
                 return  # a suspended rollout is decided by the Panel
             if outcome == "stop" and model.stop_proposed:
                 return  # one proposal at a time
-            incident = raise_incident(user=users[raiser], rollout_id=live.pk, description="HAN drops")
+            incident = raise_incident(user=users[raiser], rollout_id=rollout.pk, description="HAN drops")
             new_auto = model.auto + dt.timedelta(days=days) if outcome == "delay" else None
             triage_incident(
                 user=dcc,
@@ -239,10 +303,12 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
                 model.stop_proposed = True  # B4: nothing changes yet
             model.decided()
         elif kind == "resume" and model.status == Status.PAUSED:
-            resume_rollout(user=dcc, rollout_id=live.pk)
+            resume_rollout(user=dcc, rollout_id=rollout.pk)
             model.release()
         elif kind == "panel" and model.status == Status.SUSPENDED:
-            record_panel_decision(user=dcc, rollout_id=live.pk, outcome=step[1], reason="The Panel decided")
+            record_panel_decision(
+                user=dcc, rollout_id=rollout.pk, outcome=step[1], reason="The Panel decided"
+            )
             if step[1] == Status.ACTIVE:
                 model.release()
             elif step[1] == Status.PAUSED:
@@ -250,21 +316,27 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
             else:
                 model.void()
         elif kind == "approve_stop" and model.stop_proposed and model.status != Status.STOPPED:
-            proposal = Proposal.objects.get(rollout=live, move="stop", state="pending")
+            proposal = Proposal.objects.get(rollout=rollout, move="stop", state="pending")
             approve_proposal(user=dcc_2, proposal_id=proposal.pk)
             model.stop_proposed = False
             model.void()
+        if model.status != before:
+            model.stop_proposed = False  # B4: it lapses (or was approved)
 
     def agrees(model: Model, notices: list[Notice]) -> None:
-        live.refresh_from_db()
-        assert live.status == model.status
-        assert live.auto_deploy_at == model.auto
-        standing = HubInstruction.objects.filter(rollout=live).values_list(
+        rollout.refresh_from_db()
+        assert rollout.status == model.status
+        assert rollout.auto_deploy_at == model.auto
+        pending_stop = Proposal.objects.filter(rollout=rollout, move="stop", state="pending")
+        assert pending_stop.exists() == model.stop_proposed
+        standing = HubInstruction.objects.filter(rollout=rollout).values_list(
             "supplier_id", "hub__guid", "deploy_at"
         )
         assert {(key_of[s], hub): at for s, hub, at in standing} == model.instructions
+        statuses = RolloutHub.objects.filter(rollout=rollout).values_list("hub__guid", "status")
+        assert {hub for hub, status in statuses if status == "distributed"} == set(model.distributed)
         if model.status != Status.STOPPED:  # a stop voids instructions and deploys nothing more: no plan
-            rows = RolloutHub.objects.filter(rollout=live).select_related("hub")
+            rows = RolloutHub.objects.filter(rollout=rollout).select_related("hub")
             assert {r.hub.guid: (r.planned_activation_at, r.activation_source) for r in rows} == model.plan()
         for kind, counts in model.told.items():
             to_suppliers = [n for n in notices if n.kind == kind and n.organisation_id in key_of]
@@ -284,7 +356,7 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
             if notice.organisation_id in key_of or notice.organisation_id in csps:
                 others = [NAMES[s] for s in SUPPLIERS if users[s].organisation_id != notice.organisation_id]
                 assert not [name for name in others if name in notice.subject + notice.body]
-        assert counter_mismatches([live.pk]) == []
+        assert counter_mismatches([rollout.pk]) == []
 
     @hypothesis.settings(max_examples=25, deadline=None, database=None)
     @hypothesis.given(sequence=sequences)
@@ -367,11 +439,34 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
     @hypothesis.example(
         sequence=[("instruct", "gasco", 2, 30), ("incident", "volt", "suspend", 1), ("panel", Status.STOPPED)]
     )
+    # ... a stop proposal lapses when the rollout is paused before the approval; a new one can be approved.
+    @hypothesis.example(
+        sequence=[
+            ("instruct", "oscar", 1, 30),
+            ("incident", "volt", "stop", 1),
+            ("incident", "gasco", "pause", 1),
+        ]
+        + [("approve_stop",), ("incident", "volt", "stop", 1), ("approve_stop",)]
+    )
+    # ... in a pilot: a distributed hub's instruction is not pending: the hold does not revert it, the stop
+    # does not void it, the decisions do not count it, and no Supplier may replace or withdraw it; nothing is
+    # distributed during the hold.
+    @hypothesis.example(
+        sequence=[("instruct", "volt", 3, 6), ("instruct", "gasco", 1, 8), ("distribute", BOTH)]
+        + [
+            ("incident", "oscar", "pause", 1),
+            ("distribute", SPLIT),
+            ("wait", 12, True),
+            ("instruct", "volt", 2, 30),
+        ]
+        + [("withdraw", "volt", 0), ("resume",), ("incident", "gasco", "stop", 1), ("approve_stop",)]
+    )
     def follows_the_rules(sequence: list[tuple]) -> None:
         # A sequence starts a minute after the fixture published the rollout, at a whole minute.
         start = (timezone.now() + STEP).replace(second=0, microsecond=0)
-        live.refresh_from_db()  # as the last sequence's rollback left it
-        model = Model(start, live.auto_deploy_at)
+        rollout.refresh_from_db()  # as the last sequence's rollback left it
+        pilot = RolloutHub.objects.filter(rollout=rollout, group="pilot").select_related("hub", "batch")
+        model = Model(start, rollout.auto_deploy_at, {row.hub.guid: row.batch.window_end for row in pilot})
         last = Notice.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
         with savepoint(), logical_clock(model):
             for step in sequence:
