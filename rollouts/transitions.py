@@ -337,5 +337,9 @@ def lapse_stale_proposals(rollout: Rollout) -> int:
         proposal.comment = f"Lapsed: the rollout became {rollout.describe_state()} before a decision."
         proposal.save(update_fields=["state", "decided_at", "comment"])
         audit.record(None, "proposal.lapsed", proposal, rollout=rollout.pk, move=proposal.move)
+        # The services build on this module: imported here, as the one decision that tells Suppliers.
+        from .services.incidents import tell_triaged_stop_lapsed
+
+        tell_triaged_stop_lapsed(proposal, f"the rollout became {rollout.get_status_display().lower()}")
         lapsed += 1
     return lapsed

@@ -35,6 +35,7 @@ from ..models import (
     Organisation,
     OrgKind,
     PanelConfirmation,
+    Proposal,
     Rollout,
     Stage,
     Status,
@@ -267,6 +268,26 @@ def _tell_decision(rollout: Rollout, outcome: str, reason: str) -> None:
             subject=f"{rollout.reference}: decision on an incident - {label}",
             body=f"DCC has triaged an incident against {rollout}: {label}. Reason: {reason} {meaning}{own}",
         )
+
+
+def tell_triaged_stop_lapsed(proposal: Proposal, why: str) -> None:
+    """I3 (inside the lapse's transaction): a stop decided on an incident was told to every party as
+    awaiting a second DCC user; when its proposal lapses instead (B4), they are told that nothing is
+    stopped and their pending instructions stand. A rollout stopped by another decision (the Panel's) is
+    told by that decision."""
+    if proposal.move != "stop" or not Incident.objects.filter(figures__stop_proposal=proposal.pk).exists():
+        return
+    rollout = Rollout.objects.get(pk=proposal.rollout_id)
+    if rollout.status == Status.STOPPED:
+        return
+    notify(
+        relevant_organisations(rollout),
+        kind="incident.stop_lapsed",
+        rollout=rollout,
+        subject=f"{rollout.reference}: the decision to stop lapsed",
+        body=f"DCC's decision on an incident to stop {rollout} lapsed before a second DCC user approved it: "
+        f"{why}. {rollout} is not stopped, and pending instructions stand.",
+    )
 
 
 @transaction.atomic(durable=True)

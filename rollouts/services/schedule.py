@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from .. import audit
 from ..models import TERMINAL, Notice, Organisation, OrgKind, Proposal, ProposalState, Rollout
+from .incidents import tell_triaged_stop_lapsed
 from .notifications import notify, relevant_organisations
 
 # Who owes what by when (T2, T3, T4): the rollout's date field, the kind of party, what to do.
@@ -38,6 +39,9 @@ def lapse_stale_proposals(now: dt.datetime | None = None) -> int:
         )
         proposal.save(update_fields=["state", "decided_at", "comment"])
         audit.record(None, "proposal.lapsed", proposal, rollout=proposal.rollout_id, move=proposal.move)
+        tell_triaged_stop_lapsed(
+            proposal, f"no second DCC user decided within {settings.PORTAL_PROPOSAL_MAX_AGE_DAYS} days"
+        )
         lapsed += 1
     return lapsed
 

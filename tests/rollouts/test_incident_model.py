@@ -13,7 +13,7 @@ The rules modelled:
   suspend (at once, from active or paused), delay, or stop (a four-eyes proposal: nothing changes until a
   second DCC user approves); DCC resumes a paused rollout; the Panel's decision resumes, pauses or stops a
   suspended one; a stop proposal lapses when the rollout's status changes before it is decided (B4, as
-  rollouts/transitions.py words it);
+  rollouts/transitions.py words it), and unless the rollout was stopped otherwise every party is told;
 - I3: every Supplier with hubs in the rollout is told each decision with the count of its own pending
   instructions; on pause or suspension, instructed times that pass during the hold (from its start,
   through any change between pause and suspension, until the rollout is active again) revert to the
@@ -321,7 +321,10 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
             model.stop_proposed = False
             model.void()
         if model.status != before:
-            model.stop_proposed = False  # B4: it lapses (or was approved)
+            if model.stop_proposed and model.status != Status.STOPPED:
+                # B4, I3: it lapses, and every party told of the stop is told that nothing is stopped
+                model.told["incident.stop_lapsed"] = dict.fromkeys(SUPPLIERS, 0)
+            model.stop_proposed = False
 
     def agrees(model: Model, notices: list[Notice]) -> None:
         rollout.refresh_from_db()
@@ -348,8 +351,9 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
                     "incident.decision": f"You have pending instructions for {count} hubs.",
                     "instructions.reverted": f"the instructed time of {count} of your hubs passed during the hold",
                     "instructions.void": f"your pending instructions for {count} hubs are void",
+                    "incident.stop_lapsed": "is not stopped, and pending instructions stand",
                 }[kind] in said[supplier]
-        for kind in ("instructions.reverted", "instructions.void"):
+        for kind in ("instructions.reverted", "instructions.void", "incident.stop_lapsed"):
             if kind not in model.told:
                 assert not [n for n in notices if n.kind == kind]
         for notice in notices:  # P4
@@ -438,6 +442,14 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
     )
     @hypothesis.example(
         sequence=[("instruct", "gasco", 2, 30), ("incident", "volt", "suspend", 1), ("panel", Status.STOPPED)]
+    )
+    # ... a stop proposed while suspended lapses when the Panel stops the rollout: nobody is told it lapsed.
+    @hypothesis.example(
+        sequence=[
+            ("incident", "volt", "suspend", 1),
+            ("incident", "oscar", "stop", 1),
+            ("panel", Status.STOPPED),
+        ]
     )
     # ... a stop proposal lapses when the rollout is paused before the approval; a new one can be approved.
     @hypothesis.example(

@@ -249,3 +249,33 @@ def test_a_time_that_passed_during_the_hold_reverts_when_it_ends_though_no_job_r
     assert reverted.organisation == import_supplier.organisation
     assert "has resumed" in reverted.body and "1 of your hubs passed during the hold" in reverted.body
     assert counter_mismatches() == []
+
+
+@pytest.mark.req("I3")
+@pytest.mark.req("B4")
+@pytest.mark.req("P4")
+def test_a_stop_decided_on_an_incident_that_lapses_is_told_to_every_party(
+    live, instructed, import_supplier, gas_supplier, other_supplier, dcc
+):
+    from rollouts.services.lifecycle import propose
+    from rollouts.services.schedule import lapse_stale_proposals
+
+    incident = raise_incident(user=gas_supplier, rollout_id=live.pk, description="Bricked hubs")
+    triage_incident(user=dcc, incident_id=incident.pk, outcome="stop", reason="Bricking confirmed")
+    # Nobody approves it within PORTAL_PROPOSAL_MAX_AGE_DAYS (14): it lapses, and whoever was told of the
+    # stop is told that nothing is stopped.
+    assert lapse_stale_proposals(now=timezone.now() + dt.timedelta(days=15)) == 1
+    lapsed = Notice.objects.filter(kind="incident.stop_lapsed")
+    told = {n.organisation for n in decision_notices()}
+    assert {n.organisation for n in lapsed} == told
+    assert {import_supplier.organisation, gas_supplier.organisation, other_supplier.organisation} <= told
+    for notice in lapsed:
+        assert "no second DCC user decided within 14 days" in notice.body
+        assert "is not stopped, and pending instructions stand" in notice.body
+        assert "GasCo" not in notice.body + notice.subject
+    assert state(live) == (Stage.NOTIFICATION, Status.ACTIVE)
+    assert HubInstruction.objects.filter(rollout=live).count() == 2
+    # A stop DCC proposed on its own was told to DCC only: its lapse tells nobody else.
+    propose(user=dcc, rollout_id=live.pk, move="stop", reason="Our own call")
+    assert lapse_stale_proposals(now=timezone.now() + dt.timedelta(days=15)) == 1
+    assert Notice.objects.filter(kind="incident.stop_lapsed").count() == len(told)  # (a fresh count)
