@@ -11,7 +11,8 @@ Supplier, never naming who raised the incident (P4, I3):
 - delay: the automatic time and the deadline move later; instructions stand;
 - stop: four-eyes (B4, L8). Triage "stop" is itself the proposal: the outcome is recorded at once and
   the incident says the stop awaits a second DCC user; when it is approved, the pending instructions
-  are void (`void_pending_instructions`, called by the stop's apply in lifecycle).
+  are void (`void_pending_instructions`, called by the stop's apply in lifecycle); when it lapses instead
+  (B4), every party is told that nothing is stopped (`tell_triaged_stop_lapsed`).
 """
 
 from __future__ import annotations
