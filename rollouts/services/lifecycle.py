@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 from dateutil.relativedelta import relativedelta
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
@@ -184,6 +185,14 @@ def approve_proposal(*, user: User, proposal_id: int, comment: str = "") -> Roll
         raise ValidationError(f"This proposal is already {proposal.get_state_display().lower()}.")
     if proposal.proposed_by_id == user.pk:
         raise PermissionDenied("You proposed this decision: another DCC user must approve it.")
+    max_age = settings.PORTAL_PROPOSAL_MAX_AGE_DAYS
+    if proposal.proposed_at < timezone.now() - dt.timedelta(days=max_age):
+        # B4: past its age it has lapsed, whether or not the hourly job (services.schedule) has marked it yet.
+        raise ValidationError(
+            f"This proposal has lapsed: nobody decided it within {max_age} days. Nothing was changed; "
+            "propose the decision again if it still stands.",
+            code="proposal_lapsed",
+        )
     proposal.state = ProposalState.APPROVED
     proposal.decided_by = user
     proposal.decided_at = timezone.now()

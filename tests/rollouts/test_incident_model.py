@@ -13,7 +13,8 @@ The rules modelled:
   suspend (at once, from active or paused), delay, or stop (a four-eyes proposal: nothing changes until a
   second DCC user approves); DCC resumes a paused rollout; the Panel's decision resumes, pauses or stops a
   suspended one; a stop proposal lapses when the rollout's status changes before it is decided (B4, as
-  rollouts/transitions.py words it), and unless the rollout was stopped otherwise every party is told;
+  rollouts/transitions.py words it), and unless the rollout was stopped otherwise every party is told; one
+  nobody decided within 14 days cannot be approved;
 - I3: every Supplier with hubs in the rollout is told each decision with the count of its own pending
   instructions; on pause or suspension, instructed times that pass during the hold (from its start,
   through any change between pause and suspension, until the rollout is active again) revert to the
@@ -68,6 +69,7 @@ NORTH = (SPLIT, BOTH)  # the others are south
 # E2, E3: whose instructions a hub's planned time needs.
 DECIDE = {SPLIT: ("volt", "gasco"), BOTH: ("volt",), GAS_ONLY: ("gasco",), OTHERS: ("oscar",)}
 STEP = dt.timedelta(minutes=1)
+MAX_AGE = dt.timedelta(days=14)  # PORTAL_PROPOSAL_MAX_AGE_DAYS, set by the test
 OFF_TICK = dt.timedelta(seconds=30)
 
 # Steps. A hub mask picks some of the Supplier's hubs (bit 0 its first, bit 1 its second; none means all).
@@ -122,6 +124,7 @@ class Model:
         self.status = Status.ACTIVE
         self.held_since: dt.datetime | None = None
         self.stop_proposed = False
+        self.stop_proposed_at = now
         self.instructions: dict[tuple[str, str], dt.datetime] = {}
         # What the step's notices must say, per Supplier: {kind: {supplier: count}}
         self.told: dict[str, dict[str, int]] = {}
@@ -189,12 +192,14 @@ class Model:
 
 @contextlib.contextmanager
 def logical_clock(model: Model):
-    """timezone.now() is the model's time for every service; so is an audit event's time, whose field
-    default Django resolved to the real timezone.now once (Field._get_default, a cached property)."""
-    at_field = AuditEvent._meta.get_field("at")
+    """timezone.now() is the model's time for every service; so are an audit event's time and a
+    proposal's, whose field defaults Django resolved to the real timezone.now once (Field._get_default, a
+    cached property)."""
+    audit_at, proposed_at = AuditEvent._meta.get_field("at"), Proposal._meta.get_field("proposed_at")
     with (
         mock.patch("django.utils.timezone.now", new=lambda: model.now),
-        mock.patch.object(at_field, "_get_default", new=lambda: model.now),
+        mock.patch.object(audit_at, "_get_default", new=lambda: model.now),
+        mock.patch.object(proposed_at, "_get_default", new=lambda: model.now),
     ):
         yield
 
@@ -212,6 +217,7 @@ def logical_clock(model: Model):
 def test_incident_decisions_do_to_instructions_what_the_rules_say(
     request,
     stage,
+    settings,
     import_supplier,
     gas_supplier,
     other_supplier,
@@ -221,6 +227,7 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
     csp_south,
 ):
     rollout = request.getfixturevalue("live" if stage == "notification" else "piloting")
+    settings.PORTAL_PROPOSAL_MAX_AGE_DAYS = 14
     users = {"volt": import_supplier, "gasco": gas_supplier, "oscar": other_supplier}
     key_of = {user.organisation_id: key for key, user in users.items()}
     csps = {csp_north.organisation_id, csp_south.organisation_id}
@@ -300,7 +307,7 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
             elif outcome == "delay":
                 model.auto = new_auto  # I3: instructions stand
             elif outcome == "stop":
-                model.stop_proposed = True  # B4: nothing changes yet
+                model.stop_proposed, model.stop_proposed_at = True, model.now  # B4: nothing changes yet
             model.decided()
         elif kind == "resume" and model.status == Status.PAUSED:
             resume_rollout(user=dcc, rollout_id=rollout.pk)
@@ -317,9 +324,14 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
                 model.void()
         elif kind == "approve_stop" and model.stop_proposed and model.status != Status.STOPPED:
             proposal = Proposal.objects.get(rollout=rollout, move="stop", state="pending")
-            approve_proposal(user=dcc_2, proposal_id=proposal.pk)
-            model.stop_proposed = False
-            model.void()
+            if model.now - model.stop_proposed_at > MAX_AGE:  # B4: lapsed, though the hourly job has not run
+                with pytest.raises(ValidationError) as refused:
+                    approve_proposal(user=dcc_2, proposal_id=proposal.pk)
+                assert refused.value.code == "proposal_lapsed"
+            else:
+                approve_proposal(user=dcc_2, proposal_id=proposal.pk)
+                model.stop_proposed = False
+                model.void()
         if model.status != before:
             if model.stop_proposed and model.status != Status.STOPPED:
                 # B4, I3: it lapses, and every party told of the stop is told that nothing is stopped
@@ -450,6 +462,11 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
             ("incident", "oscar", "stop", 1),
             ("panel", Status.STOPPED),
         ]
+    )
+    # ... a stop proposal 14 days old is not approved, though the hourly job has not marked it lapsed.
+    @hypothesis.example(
+        sequence=[("incident", "volt", "stop", 1), ("wait", 96, True), ("wait", 96, True), ("wait", 96, True)]
+        + [("wait", 49, True), ("approve_stop",)]
     )
     # ... a stop proposal lapses when the rollout is paused before the approval; a new one can be approved.
     @hypothesis.example(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from unittest import mock
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from rollouts.models import AuditEvent, Batch, Notice, ProposalState, Rollout, RolloutCounter
-from rollouts.services.lifecycle import propose
+from rollouts.services.lifecycle import approve_proposal, propose
 from rollouts.services.schedule import lapse_stale_proposals, send_deadline_reminders
 
 from .test_lifecycle import publish
@@ -24,6 +26,30 @@ def test_an_undecided_proposal_lapses_after_the_configured_age(draft, dcc, setti
     proposal.refresh_from_db()
     assert proposal.state == ProposalState.LAPSED
     assert AuditEvent.objects.get(action="proposal.lapsed").actor == "system"
+
+
+@pytest.mark.req("B4")
+def test_a_proposal_past_its_age_is_not_approved_though_the_job_has_not_run(draft, dcc, dcc_2, settings):
+    settings.PORTAL_PROPOSAL_MAX_AGE_DAYS = 14
+    proposal = propose(user=dcc, rollout_id=draft.pk, move="publish")
+    late = proposal.proposed_at + dt.timedelta(days=14, minutes=1)
+    with (
+        mock.patch("django.utils.timezone.now", return_value=late),
+        pytest.raises(ValidationError, match="lapsed: nobody decided it within 14 days") as refused,
+    ):
+        approve_proposal(user=dcc_2, proposal_id=proposal.pk)
+    assert refused.value.code == "proposal_lapsed"
+    proposal.refresh_from_db()
+    draft.refresh_from_db()
+    assert (proposal.state, draft.status) == (
+        ProposalState.PENDING,
+        "DRAFT",
+    )  # nothing changed; the job lapses it
+    in_time = proposal.proposed_at + dt.timedelta(days=13, hours=23)
+    with mock.patch("django.utils.timezone.now", return_value=in_time):
+        approve_proposal(user=dcc_2, proposal_id=proposal.pk)
+    draft.refresh_from_db()
+    assert draft.status == "ACTIVE"
 
 
 @pytest.mark.req("T4")
