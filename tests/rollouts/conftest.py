@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -91,3 +92,16 @@ def another_waits_for_a_lock(done: threading.Event | None = None, seconds: float
                 return True
             time.sleep(0.01)
     return False
+
+
+@contextlib.contextmanager
+def savepoint():
+    """For a test that runs many sequences: each starts from the same data, with a savepoint of our own (the
+    services' atomic blocks are durable, so they may not be nested in another atomic block of the test's)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SAVEPOINT model")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ROLLBACK TO SAVEPOINT model")

@@ -28,7 +28,6 @@ from unittest import mock
 
 import hypothesis
 import pytest
-from django.db import connection
 from django.utils import timezone
 from hypothesis import strategies as st
 
@@ -38,6 +37,7 @@ from rollouts.services.lifecycle import pause_rollout, resume_rollout
 from rollouts.services.progress import retry_failed_hubs
 from rollouts.services.schedules import hold_batch, release_batch
 
+from .conftest import savepoint
 from .test_progress import (  # noqa: F401 - piloting is a fixture
     BOTH,
     GAS_SOUTH,
@@ -245,11 +245,7 @@ def test_feeds_do_what_the_rules_say_in_any_order(piloting, csp_north, dcc):  # 
     )
     def follows_the_rules(sequence: list[list[tuple] | str], threshold: tuple[int, int]) -> None:
         model = Model(timezone.now() - dt.timedelta(hours=10), published_at, threshold)
-        # Each sequence starts from the same rollout: a savepoint of our own (submit_status_feed's atomic
-        # block is durable, so it may not be nested in another atomic block of the test's).
-        with connection.cursor() as cursor:
-            cursor.execute("SAVEPOINT model")
-        try:
+        with savepoint():  # each sequence starts from the same rollout
             set_threshold(piloting, *threshold)
             for step in sequence:
                 if isinstance(step, str):
@@ -262,8 +258,5 @@ def test_feeds_do_what_the_rules_say_in_any_order(piloting, csp_north, dcc):  # 
                     upload = feed(csp_north, piloting, *(as_sent(record, model.start) for record in step))
                     assert upload.state == (UploadState.APPLIED if accepted else UploadState.REJECTED)
                     agrees(model)
-        finally:
-            with connection.cursor() as cursor:
-                cursor.execute("ROLLBACK TO SAVEPOINT model")
 
     follows_the_rules()

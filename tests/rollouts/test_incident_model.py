@@ -55,6 +55,7 @@ from rollouts.services.incidents import raise_incident, revert_passed_instructio
 from rollouts.services.instructions import instruct_early_deployment, withdraw_instruction
 from rollouts.services.lifecycle import approve_proposal, record_panel_decision, resume_rollout
 
+from .conftest import savepoint
 from .test_incidents import live  # noqa: F401 - a fixture
 from .test_progress import feed, piloting  # noqa: F401 - piloting is a fixture
 
@@ -506,18 +507,3 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
                 agrees(model, notices)
 
     follows_the_rules()
-
-
-@contextlib.contextmanager
-def savepoint():
-    """Each sequence starts from the same rollout: a savepoint of our own (the services' atomic blocks are
-    durable, so they may not be nested in another atomic block of the test's)."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SAVEPOINT model")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("ROLLBACK TO SAVEPOINT model")

@@ -55,6 +55,18 @@ def state(rollout) -> tuple[str, str]:
     return rollout.stage, rollout.status
 
 
+def volts_time_reverted(rollout, volt) -> Notice:
+    """Volt's instruction for BOTH reverted: GasCo's stands, BOTH is on the automatic time, and Volt, and
+    only Volt, is told; its notice."""
+    assert list(HubInstruction.objects.filter(rollout=rollout).values_list("hub__guid", flat=True)) == [
+        GAS_SOUTH
+    ]
+    assert planned(rollout, BOTH) == (rollout.auto_deploy_at, "automatic")
+    reverted = Notice.objects.get(kind="instructions.reverted")
+    assert reverted.organisation == volt.organisation
+    return reverted
+
+
 def decision_notices():
     return Notice.objects.filter(kind="incident.decision")
 
@@ -122,12 +134,7 @@ def test_pause_holds_and_instructed_times_passing_during_it_revert_to_automatic(
     assert HubInstruction.objects.filter(rollout=live).count() == 2  # nothing reverts until a time passes
     # Three days on: Volt's time (two days) has passed during the pause; GasCo's (ten days) has not.
     assert revert_passed_instructions(now=timezone.now() + dt.timedelta(days=3)) == 1
-    assert list(HubInstruction.objects.filter(rollout=live).values_list("hub__guid", flat=True)) == [
-        GAS_SOUTH
-    ]
-    assert planned(live, BOTH) == (live.auto_deploy_at, "automatic")
-    reverted = Notice.objects.get(kind="instructions.reverted")
-    assert reverted.organisation == import_supplier.organisation
+    reverted = volts_time_reverted(live, import_supplier)
     assert "1 of your hubs" in reverted.body and "00-DB-00-00-00-00-00-02" in reverted.body
     assert "GasCo" not in reverted.body
     assert revert_passed_instructions(now=timezone.now() + dt.timedelta(days=3)) == 0  # idempotent
@@ -241,12 +248,7 @@ def test_a_time_that_passed_during_the_hold_reverts_when_it_ends_though_no_job_r
         else:
             record_panel_decision(user=dcc, rollout_id=live.pk, outcome=Status.ACTIVE, reason="Panel: go on")
     assert state(live) == (Stage.NOTIFICATION, Status.ACTIVE)
-    assert list(HubInstruction.objects.filter(rollout=live).values_list("hub__guid", flat=True)) == [
-        GAS_SOUTH
-    ]
-    assert planned(live, BOTH) == (live.auto_deploy_at, "automatic")
-    reverted = Notice.objects.get(kind="instructions.reverted")
-    assert reverted.organisation == import_supplier.organisation
+    reverted = volts_time_reverted(live, import_supplier)
     assert "has resumed" in reverted.body and "1 of your hubs passed during the hold" in reverted.body
     assert counter_mismatches() == []
 
