@@ -340,6 +340,8 @@ def lapse_stale_proposals(rollout: Rollout) -> int:
         # The services build on this module: imported here, as the one decision that tells Suppliers.
         from .services.incidents import tell_triaged_stop_lapsed
 
-        tell_triaged_stop_lapsed(proposal, f"the rollout became {rollout.get_status_display().lower()}")
+        same_stage = proposal.at_stage == rollout.stage
+        became = rollout.get_status_display().lower() if same_stage else rollout.describe_state()
+        tell_triaged_stop_lapsed(proposal, f"the rollout became {became}")
         lapsed += 1
     return lapsed

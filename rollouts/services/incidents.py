@@ -276,7 +276,8 @@ def tell_triaged_stop_lapsed(proposal: Proposal, why: str) -> None:
     awaiting a second DCC user; when its proposal lapses instead (B4), they are told that nothing is
     stopped and their pending instructions stand. A rollout stopped by another decision (the Panel's) is
     told by that decision."""
-    if proposal.move != "stop" or not Incident.objects.filter(figures__stop_proposal=proposal.pk).exists():
+    triaged = Incident.objects.filter(rollout_id=proposal.rollout_id, figures__stop_proposal=proposal.pk)
+    if proposal.move != "stop" or not triaged.exists():
         return
     rollout = Rollout.objects.get(pk=proposal.rollout_id)
     if rollout.status == Status.STOPPED:
