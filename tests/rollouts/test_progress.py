@@ -211,7 +211,11 @@ def test_the_smi_version_update_of_an_activation_is_a_hot_update_right_after_the
     assert (updated, hot) == (2, 2)
     with connection.cursor() as cursor:  # the room on each page, for estates loaded by COPY
         cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'rollouts_hub'")
-        assert "fillfactor=90" in cursor.fetchone()[0]
+        options = cursor.fetchone()[0]
+    assert "fillfactor=90" in options
+    # ... and autovacuum soon after such writes, so that the next feed's hub lookups read the index alone
+    # (migration 0025): after every 10,000 changed hubs, not after a fifth of the estate.
+    assert {"autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=10000"} <= set(options)
 
 
 @pytest.mark.req("PL9")
