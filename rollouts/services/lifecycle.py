@@ -36,6 +36,7 @@ from . import counters
 from .membership import lock_estate
 from .notifications import notify, notify_parties
 from .piloting import void_pilot
+from .planning import replan
 from .smi import apply_smi_versions
 
 LIVE = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
@@ -451,7 +452,8 @@ def record_panel_decision(*, user: User, rollout_id: int, outcome: Status, reaso
 
 @transaction.atomic(durable=True)
 def delay_end_date(*, user: User, rollout_id: int, new_auto_deploy_at: dt.datetime, reason: str) -> Rollout:
-    """L7, T1: move the automatic deployment time later, with a reason Suppliers see."""
+    """L7, T1: move the automatic deployment time later, with a reason every party is told; the hubs on the
+    automatic time are replanned (T5). (Triage "delay" does the same on an incident, I3.)"""
     _require_dcc(user)
     rollout = Rollout.objects.get(pk=rollout_id)
     if not reason.strip():
@@ -460,7 +462,7 @@ def delay_end_date(*, user: User, rollout_id: int, new_auto_deploy_at: dt.dateti
         raise ValidationError(
             {"new_auto_deploy_at": "The new automatic deployment time must be later than the current one."}
         )
-    return _decide(
+    rollout = _decide(
         user,
         rollout_id,
         "delay_end_date",
@@ -468,6 +470,17 @@ def delay_end_date(*, user: User, rollout_id: int, new_auto_deploy_at: dt.dateti
         auto_deploy_at=new_auto_deploy_at,
         auto_deploy_override_reason=reason,
     )
+    replan(rollout.pk)  # T5: the hubs on the automatic time move with it; instructions stand
+    notify_parties(
+        rollout,
+        kind="rollout.delayed",
+        subject=f"{rollout.reference}: the automatic deployment time moved later",
+        body=f"DCC has moved the automatic deployment time of {rollout} to "
+        f"{timezone.localtime(rollout.auto_deploy_at):%d %B %Y %H:%M} UK time, and the instruction deadline to "
+        f"{timezone.localtime(rollout.instruction_deadline):%d %B %Y %H:%M}. Reason: {reason} Instructions "
+        "to deploy earlier stand.",
+    )
+    return rollout
 
 
 @transaction.atomic(durable=True)

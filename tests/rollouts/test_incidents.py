@@ -281,3 +281,32 @@ def test_a_stop_decided_on_an_incident_that_lapses_is_told_to_every_party(
     propose(user=dcc, rollout_id=live.pk, move="stop", reason="Our own call")
     assert lapse_stale_proposals(now=timezone.now() + dt.timedelta(days=15)) == 1
     assert Notice.objects.filter(kind="incident.stop_lapsed").count() == len(told)  # (a fresh count)
+
+
+@pytest.mark.req("L7")
+@pytest.mark.req("T1")
+@pytest.mark.req("T5")
+def test_delaying_the_automatic_time_without_an_incident_replans_and_tells_every_party(
+    live, instructed, import_supplier, gas_supplier, csp_north, dcc
+):
+    from rollouts.services.lifecycle import delay_end_date
+
+    new_auto = live.auto_deploy_at + dt.timedelta(days=30)
+    with pytest.raises(ValidationError):  # earlier than the current one: refused, nothing changes
+        delay_end_date(user=dcc, rollout_id=live.pk, new_auto_deploy_at=live.auto_deploy_at, reason="x")
+    delay_end_date(user=dcc, rollout_id=live.pk, new_auto_deploy_at=new_auto, reason="Firmware fix.")
+    live.refresh_from_db()
+    assert (live.auto_deploy_at, live.status) == (new_auto, Status.ACTIVE)
+    other = RolloutHub.objects.get(rollout=live, hub__guid="00DB000000000004")  # on the automatic time
+    assert (other.planned_activation_at, other.activation_source) == (new_auto, "automatic")
+    assert planned(live, BOTH) == (instructed["soon"], "instruction")  # instructions stand
+    told = Notice.objects.filter(kind="rollout.delayed")
+    parties = {
+        import_supplier.organisation,
+        gas_supplier.organisation,
+        csp_north.organisation,
+        dcc.organisation,
+    }
+    assert parties <= {n.organisation for n in told}
+    uk = timezone.localtime(new_auto)
+    assert all(f"{uk:%d %B %Y %H:%M} UK time" in n.body and "Firmware fix." in n.body for n in told)
