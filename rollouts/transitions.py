@@ -327,6 +327,9 @@ def _check_four_eyes(rollout: Rollout, name: str, proposal: Proposal | None) -> 
 
 def lapse_stale_proposals(rollout: Rollout) -> int:
     """A pending proposal lapses when the rollout changes state before it is decided (B4)."""
+    # The services build on this module: imported here, for the one lapse that tells the parties.
+    from .services.incidents import tell_triaged_stop_lapsed
+
     stale = Proposal.objects.filter(rollout=rollout, state=ProposalState.PENDING).exclude(
         at_stage=rollout.stage, at_status=rollout.status
     )
@@ -337,9 +340,6 @@ def lapse_stale_proposals(rollout: Rollout) -> int:
         proposal.comment = f"Lapsed: the rollout became {rollout.describe_state()} before a decision."
         proposal.save(update_fields=["state", "decided_at", "comment"])
         audit.record(None, "proposal.lapsed", proposal, rollout=rollout.pk, move=proposal.move)
-        # The services build on this module: imported here, as the one decision that tells Suppliers.
-        from .services.incidents import tell_triaged_stop_lapsed
-
         same_stage = proposal.at_stage == rollout.stage
         became = rollout.get_status_display().lower() if same_stage else rollout.describe_state()
         tell_triaged_stop_lapsed(proposal, f"the rollout became {became}")
