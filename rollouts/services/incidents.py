@@ -44,12 +44,11 @@ from ..models import (
 )
 from ..transitions import apply_move
 from .notifications import notify, relevant_organisations
-from .planning import replan
+from .planning import UNDISTRIBUTED, replan, tell_csps
 
 LIVE_STAGES = (Stage.NOTIFICATION, Stage.PILOTING, Stage.SAFE_LAUNCH)
 HOLD_MOVES = ("rollout.pause", "rollout.suspend", "rollout.panel_decision_pause")
 RELEASE_MOVES = ("rollout.resume", "rollout.panel_decision_resume")
-UNDISTRIBUTED = "('pending', 'scheduled')"
 LISTED = 50  # GUIDs listed in a notice; the rest are counted
 
 
@@ -189,7 +188,9 @@ def triage_incident(
             changes={"auto_deploy_at": new_auto_deploy_at, "auto_deploy_override_reason": reason},
             details={"incident": incident.pk},
         )
-        details["replanned"] = replan(rollout.pk)  # T5: hubs on the automatic time move with it
+        replanned = replan(rollout.pk)  # T5: hubs on the automatic time move with it
+        tell_csps(rollout, replanned, "DCC delayed the automatic deployment time on an incident (I3)")
+        details["replanned"] = replanned.total()
         details["new_auto_deploy_at"] = new_auto_deploy_at.isoformat()
     elif outcome == IncidentOutcome.STOP:
         from .lifecycle import propose
@@ -426,7 +427,7 @@ def revert_passed(rollout: Rollout, since: dt.datetime, now: dt.datetime) -> int
         reverted = cursor.rowcount
         if not reverted:
             return 0
-        replan(rollout.pk, hubs_table="reverted_hubs")
+        replanned = replan(rollout.pk, hubs_table="reverted_hubs")
         cursor.execute("SELECT supplier_id, array_agg(guid ORDER BY guid) FROM reverted_hubs GROUP BY 1")
         by_supplier = dict(cursor.fetchall())
     audit.record(
@@ -448,6 +449,7 @@ def revert_passed(rollout: Rollout, since: dt.datetime, now: dt.datetime) -> int
         body=f"{rollout} {state}, and the instructed time of {{count}} of your hubs passed during the hold, so they "
         f"revert to the automatic time (I3): {{guids}}. {again}",
     )
+    tell_csps(rollout, replanned, "instructed times passed while the rollout was held, so they revert (I3)")
     return reverted
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -51,7 +52,7 @@ from ..models import (
 )
 from ..models.rollouts import UK
 from .notifications import notify
-from .planning import SOLE, replan, replan_given, replan_supplier
+from .planning import SOLE, Replanned, replan, replan_given, replan_supplier, tell_csps
 
 # copy_csv: a plain CSV is staged by COPY (FORMAT csv) instead of the Python reader, with the same rows, row
 # numbers and failures (tests/rollouts/test_plain_csv.py); 50,000 rows staged in ~0.1 s instead of ~0.5 s.
@@ -457,8 +458,9 @@ def _record_instruction(
         "replaced": replaced,
         "split_hubs": sum(n for n, _ in partners.values()),
         "split_hubs_partner_instructed": sum(k for _, k in partners.values()),
-        "planned_changed": planned_changed,
+        "planned_changed": planned_changed.total(),
     }
+    tell_csps(rollout, planned_changed, "a Supplier instructed earlier deployment (E1-E3)")
     _notify_partners(
         rollout,
         partners,
@@ -474,10 +476,10 @@ def _record_instruction(
     return instruction, result
 
 
-def _replan_listed(rollout: Rollout, hubs: int, pilot: int) -> int:
+def _replan_listed(rollout: Rollout, hubs: int, pilot: int) -> Replanned:
     """T5 for a list's `hubs` in TOUCHED (hub_id, rh_id, deploy_at, partner, pilot; `pilot` of them pilot
     hubs): the others by `replan_given`, the pilot hubs by `replan`."""
-    changed = replan_given(rollout.pk, rollout.auto_deploy_at, TOUCHED) if hubs > pilot else 0
+    changed = replan_given(rollout.pk, rollout.auto_deploy_at, TOUCHED) if hubs > pilot else Counter()
     if pilot:
         changed += replan(rollout.pk, hubs_table=_residual_hubs("pilot"))
     return changed
@@ -797,7 +799,7 @@ def withdraw_instruction(
         withdrawn, pilot = cursor.fetchone()
         cursor.execute(f"ANALYZE {TOUCHED}")
     if not withdrawn:
-        planned_changed = 0
+        planned_changed = Counter()
     elif all and withdrawn >= BY_SUPPLIER_FROM:
         # Hubs of the Supplier's that had no instruction are replanned too: they do not change (nor count).
         # Split and pilot hubs: only those that had one (RESIDUAL); the others' plan does not involve it.
@@ -809,10 +811,11 @@ def withdraw_instruction(
         "rollout": rollout.pk,
         "withdrawn": withdrawn,
         "not_instructed": (asked - withdrawn) if asked is not None else 0,
-        "planned_changed": planned_changed,
+        "planned_changed": planned_changed.total(),
         "split_hubs": sum(n for n, _ in partners.values()),
     }
     audit.record(user, "instruction.withdrawn", rollout, **result, all=all)
+    tell_csps(rollout, planned_changed, "a Supplier withdrew its instruction to deploy earlier (E1)")
     _notify_partners(
         rollout,
         partners,
@@ -833,7 +836,7 @@ def withdraw_instruction(
             body=(
                 f"Your instruction to deploy earlier is withdrawn for {withdrawn:,} hubs of {rollout}: they have "
                 f"the automatic deployment time, {_uk(rollout.auto_deploy_at)}. The planned activation time "
-                f"changed for {planned_changed:,} hubs."
+                f"changed for {result['planned_changed']:,} hubs."
             ),
         )
     return result
@@ -896,8 +899,10 @@ def lapse_for_supplier_changes(rollout_ids: list[int]) -> dict[str, int]:
                WHERE m.open AND s.org IS NOT NULL GROUP BY 1, 2, 3"""
         )
         told = cursor.fetchall()
-    replanned = sum(replan(rollout_id, hubs_table=TOUCHED) for rollout_id in sorted(set(rollout_ids)))
-    rollouts = Rollout.objects.in_bulk(list({r for r, *_ in told}))
+    replanned = {
+        rollout_id: replan(rollout_id, hubs_table=TOUCHED) for rollout_id in sorted(set(rollout_ids))
+    }
+    rollouts = Rollout.objects.in_bulk(list({r for r, *_ in told} | {r for r, c in replanned.items() if c}))
     orgs = Organisation.objects.in_bulk(list({o for _, o, *_ in told}))
     for rollout_id, org, is_new, n in told:
         rollout = rollouts[rollout_id]
@@ -917,11 +922,18 @@ def lapse_for_supplier_changes(rollout_ids: list[int]) -> dict[str, int]:
                 "an instructed time only once its new Supplier has instructed too."
             )
         notify([orgs[org]], kind="instruction.supplier_changed", rollout=rollout, subject=subject, body=body)
+    for rollout_id, changed in replanned.items():
+        if changed:
+            tell_csps(
+                rollouts[rollout_id],
+                changed,
+                "hubs changed Supplier, and their previous Supplier's instructions lapsed (E6)",
+            )
     result = {
         "hubs_marked": cleared,
         "instructions_lapsed": instructions,
         "amendments_lapsed": amendments,
-        "planned_changed": replanned,
+        "planned_changed": sum(c.total() for c in replanned.values()),
     }
     if cleared:
         audit.record(None, "instruction.lapsed", None, rollouts=sorted(set(rollout_ids)), **result)

@@ -36,7 +36,7 @@ from . import counters
 from .membership import lock_estate
 from .notifications import notify, notify_parties
 from .piloting import void_pilot
-from .planning import replan
+from .planning import replan, tell_csps
 from .smi import apply_smi_versions
 
 LIVE = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
@@ -470,7 +470,8 @@ def delay_end_date(*, user: User, rollout_id: int, new_auto_deploy_at: dt.dateti
         auto_deploy_at=new_auto_deploy_at,
         auto_deploy_override_reason=reason,
     )
-    replan(rollout.pk)  # T5: the hubs on the automatic time move with it; instructions stand
+    replanned = replan(rollout.pk)  # T5: the hubs on the automatic time move with it; instructions stand
+    tell_csps(rollout, replanned, "DCC moved the automatic deployment time later (L7)")
     notify_parties(
         rollout,
         kind="rollout.delayed",

@@ -11,14 +11,17 @@ Hubs are never deleted. Counters move by the exact deltas of the rows that chang
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from typing import Any
 
 from django.db import connection
 from django.utils import timezone
 
+from ..models import Rollout
 from .counters import DELTA_TABLE, apply_deltas, create_delta_table
 from .instructions import lapse_for_supplier_changes, notify_joiners_not_covered
-from .piloting import recompute_pilot_group
+from .piloting import recompute_pilot_group, tell_csps_group_changed
+from .planning import UNDISTRIBUTED, tell_csps
 
 LIVE = "('ACTIVE', 'PAUSED', 'SUSPENDED')"
 OLD = 'o.import_supplier_id, o.gas_supplier_id, o.region, o."group", o.status'
@@ -190,12 +193,36 @@ def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict
                 JOIN rollouts_rollout r ON r.id = d.rollout_id"""
         )
         stages = dict(cursor.fetchall())
+        # T5: undistributed hubs that joined a region's plan (a new or returning hub, or one whose region
+        # changed) or left it, per rollout and region
+        cursor.execute(
+            f"""SELECT rollout_id, region, count(*) FROM (
+                    SELECT rollout_id, new_region AS region FROM {DELTA_TABLE}
+                    WHERE new_status IN {UNDISTRIBUTED}
+                      AND (old_status IS NULL OR old_status NOT IN {UNDISTRIBUTED} OR old_region <> new_region)
+                    UNION ALL
+                    SELECT rollout_id, old_region FROM {DELTA_TABLE}
+                    WHERE old_status IN {UNDISTRIBUTED}
+                      AND (new_status NOT IN {UNDISTRIBUTED} OR old_region <> new_region)) moved
+                GROUP BY 1, 2"""
+        )
+        plans: dict[int, Counter[str]] = defaultdict(Counter)
+        for rollout_id, region, n in cursor.fetchall():
+            plans[rollout_id][region] = n
     lapsed = lapse_for_supplier_changes(sorted(stages))  # E6, before the pilot group is recomputed
+    rollouts = Rollout.objects.in_bulk(list(plans))
+    for rollout_id, changed in sorted(plans.items()):
+        tell_csps(
+            rollouts[rollout_id], changed, "the inventory load moved hubs into or out of your region's plan"
+        )
     for rollout_id, hub_ids in joiners.items():  # E4: "all my eligible hubs" did not cover them
         notify_joiners_not_covered(rollout_id, hub_ids)
     for rollout_id, before_pilot in stages.items():
         if before_pilot:  # PL6: amendments of former Suppliers no longer count
-            recompute_pilot_group(rollout_id)
+            change = recompute_pilot_group(rollout_id)
+            tell_csps_group_changed(
+                Rollout.objects.get(pk=rollout_id), change, why="An inventory load changed hubs' Suppliers"
+            )
     return {
         "rollouts_touched": touched,
         "joined_rollouts": joined,

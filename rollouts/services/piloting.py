@@ -10,6 +10,7 @@ in a savepoint that is rolled back, so they show exactly what confirming would d
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -358,7 +359,7 @@ def _fail_not_eligible(staging: Staging, rollout_id: int) -> None:
     )
 
 
-def _tell_csps(rollout: Rollout, change: GroupChange, *, why: str) -> None:
+def tell_csps_group_changed(rollout: Rollout, change: GroupChange, *, why: str) -> None:
     """The CSPs whose pilot hubs changed must keep their Default Pilot Schedule complete (PL2, L3)."""
     for csp in Organisation.objects.filter(
         kind=OrgKind.CSP, region__in=sorted(set(change.joined) | set(change.left))
@@ -502,7 +503,7 @@ class DefaultPilotListHandler:
                 "Pilot List before the pilot starts."
             ),
         )
-        _tell_csps(rollout, self.change, why=f"{csp.name} uploaded its Default Pilot List")
+        tell_csps_group_changed(rollout, self.change, why=f"{csp.name} uploaded its Default Pilot List")
 
 
 def default_pilot_list_handler(rollout_id: int, csp_id: int) -> DefaultPilotListHandler:
@@ -628,7 +629,9 @@ class PreferredPilotListHandler:
     def finish(self, upload: Upload) -> None:
         if self.tell:
             _tell_partners(self.rollout, self.supplier)
-            _tell_csps(self.rollout, self.change, why="A Supplier changed its Preferred Pilot List")
+            tell_csps_group_changed(
+                self.rollout, self.change, why="A Supplier changed its Preferred Pilot List"
+            )
 
 
 @dataclass(frozen=True)
@@ -871,7 +874,7 @@ def apply_pilot_rules(
         pilot_after=change.pilot,
     )
     _tell_partners(rollout, supplier)
-    _tell_csps(rollout, change, why="A Supplier changed its Preferred Pilot List")
+    tell_csps_group_changed(rollout, change, why="A Supplier changed its Preferred Pilot List")
     return PilotPreview(before_total, after_total, rollout.pilot_max, added, removed, candidates=chosen)
 
 
@@ -1062,7 +1065,7 @@ def _add_dcc_hubs(user: User, rollout_id: int, hub_guids: Iterable[str], reason:
     _tell_suppliers_of(
         rollout, guids, f"DCC has added {{n}} of your hubs to the pilot of {{rollout}} as {flag}."
     )
-    _tell_csps(rollout, change, why=f"DCC added {flag} hubs")
+    tell_csps_group_changed(rollout, change, why=f"DCC added {flag} hubs")
     return change
 
 
@@ -1157,7 +1160,7 @@ def remove_dcc_hubs(*, user: User, rollout_id: int, hub_guids: list[str]) -> Gro
         kind="pilot.dcc_removed",
         what="took back",
     )
-    _tell_csps(rollout, change, why="DCC took back friendly or production-proving hubs")
+    tell_csps_group_changed(rollout, change, why="DCC took back friendly or production-proving hubs")
     return change
 
 
@@ -1316,6 +1319,7 @@ def select_shortfall(*, user: User | None, rollout_id: int, seed: int | str) -> 
     before = effective_pilot_count(rollout.pk)
     room = max(rollout.pilot_max - before, 0)
     selected: dict[int, int] = {}
+    joined: Counter[str] = Counter()  # pilot hubs per region, for the CSPs (PL2)
     still_short: dict[int, int] = {}
     stopped = False
     now = timezone.now()
@@ -1345,7 +1349,7 @@ def select_shortfall(*, user: User | None, rollout_id: int, seed: int | str) -> 
                 )
                 chosen = cursor.rowcount
             if chosen:
-                recompute_pilot_group(rollout.pk)
+                joined.update(recompute_pilot_group(rollout.pk).joined)
                 room -= chosen
                 selected[shortfall.supplier_id] = chosen
         if chosen < missing:
@@ -1377,6 +1381,9 @@ def select_shortfall(*, user: User | None, rollout_id: int, seed: int | str) -> 
                 + (f" You are still {short} short: no more of your hubs could be chosen." if short else "")
             ),
         )
+    tell_csps_group_changed(
+        rollout, GroupChange(pilot=after, joined=dict(joined)), why=f"{who} selected pilot hubs (PL7)"
+    )
     return SelectionResult(selected, still_short, stopped, after)
 
 
@@ -1402,6 +1409,7 @@ __all__ = [
     "pilot_not_ready",
     "preview_preferred_pilot",
     "recompute_pilot_group",
+    "tell_csps_group_changed",
     "select_shortfall",
     "upload_default_pilot_list",
     "upload_preferred_pilot_list",

@@ -9,10 +9,23 @@ automatic time. Only hubs not yet distributed are replanned.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.db import connection
+
+from ..models import Organisation, OrgKind, Rollout
+from .notifications import notify
+
+UNDISTRIBUTED = "('pending', 'scheduled')"  # the statuses of hubs that are planned (and replanned)
+
+# What every replan returns: per region, how many hubs' planned time or source changed (rows that did not
+# change are not written, nor counted). Each CSP is told of its own region's count (`tell_csps`).
+Replanned = Counter[str]
+
+# The counts come from the UPDATE itself: it returns each changed row's region, grouped here.
+BY_REGION = "SELECT region, count(*) FROM changed GROUP BY region"
 
 # E3 without a per-hub subquery: at most two Suppliers count for a hub (its Import and its Gas Supplier,
 # once when one organisation is both), so each is one LEFT JOIN on the unique (rollout, hub, supplier)
@@ -40,6 +53,21 @@ PLAN = """
 """
 
 
+def tell_csps(rollout: Rollout, changed: Replanned, why: str) -> None:
+    """T5: each CSP whose region's plan changed is told how many of its hubs changed and why (`why` names
+    no Supplier, P4), and to download the plan; a CSP is never told of another region's hubs."""
+    for csp in Organisation.objects.filter(kind=OrgKind.CSP, region__in=[r for r, n in changed.items() if n]):
+        n = changed[csp.region]
+        notify(
+            [csp],
+            kind="plan.changed",
+            rollout=rollout,
+            subject=f"{rollout.reference}: the deployment plan of your region changed",
+            body=f"The deployment plan of your region in {rollout} changed for {n:,} {'hub' if n == 1 else 'hubs'}: "
+            f"{why}. Download the deployment plan to see the new times (T5).",
+        )
+
+
 @contextmanager
 def _index_lookups(cursor, on: bool) -> Iterator[None]:
     """random_page_cost 1.1 for the statements inside, the transaction's own setting back afterwards."""
@@ -54,10 +82,10 @@ def _index_lookups(cursor, on: bool) -> Iterator[None]:
 
 def replan(
     rollout_id: int, *, hubs_table: str | None = None, supplier_id: int | None = None, skip_sole: bool = False
-) -> int:
+) -> Replanned:
     """Replan the rollout's hubs (or only those whose hub_id is in the temp table `hubs_table`, or only
-    those of one Supplier). Returns how many hubs' planned time or source changed (rows that did not
-    change are not written).
+    those of one Supplier). Returns, per region, how many hubs' planned time or source changed (rows that
+    did not change are not written).
 
     `supplier_id` serves "all my eligible hubs" and its withdrawal, whose hubs are exactly the Supplier's
     undistributed ones: a filter on the hub rows instead of a semi-join against a million-row temp table
@@ -90,14 +118,17 @@ def replan(
                                      THEN 'instruction'
                                 WHEN pilot_end IS NOT NULL AND pilot_end < automatic THEN 'pilot_window'
                                 ELSE 'automatic' END AS source
-                    FROM plan)
-            UPDATE rollouts_rollouthub rh SET planned_activation_at = c.at, activation_source = c.source
-            FROM chosen c
-            WHERE rh.id = c.id
-              AND (rh.planned_activation_at IS DISTINCT FROM c.at OR rh.activation_source <> c.source)""",
+                    FROM plan),
+                 changed AS (
+                    UPDATE rollouts_rollouthub rh SET planned_activation_at = c.at, activation_source = c.source
+                    FROM chosen c
+                    WHERE rh.id = c.id
+                      AND (rh.planned_activation_at IS DISTINCT FROM c.at OR rh.activation_source <> c.source)
+                    RETURNING rh.region)
+            {BY_REGION}""",
             {"rollout": rollout_id, "supplier": supplier_id},
         )
-        return cursor.rowcount
+        return Counter(dict(cursor.fetchall()))
 
 
 # The same rule for the commonest hubs of "all my eligible hubs" and of withdrawing all: safe launch hubs
@@ -114,7 +145,7 @@ SOLE = """(rh.import_supplier_id IS NULL OR rh.gas_supplier_id IS NULL
            OR rh.import_supplier_id = rh.gas_supplier_id) AND rh."group" <> 'pilot'"""
 
 
-def replan_given(rollout_id: int, automatic: dt.datetime, touched: str) -> int:
+def replan_given(rollout_id: int, automatic: dt.datetime, touched: str) -> Replanned:
     """Replan the hubs of a list one Supplier has just instructed or withdrawn, but for pilot hubs: the temp
     table `touched` holds (hub_id, rh_id, deploy_at, partner, pilot) for each listed hub, read from the
     Supplier's own rollout hub row in this transaction under the rollout lock; deploy_at is the time the
@@ -132,6 +163,7 @@ def replan_given(rollout_id: int, automatic: dt.datetime, touched: str) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
+            WITH changed AS (
             UPDATE rollouts_rollouthub rh
             SET planned_activation_at = t.at, activation_source = t.source
             FROM (SELECT rh_id, LEAST(%(automatic)s, instructed) AS at,
@@ -147,15 +179,17 @@ def replan_given(rollout_id: int, automatic: dt.datetime, touched: str) -> int:
                         FROM {touched} t WHERE NOT pilot) i
                   ORDER BY rh_id) t
             WHERE rh.id = t.rh_id AND rh.rollout_id = %(rollout)s AND rh.status IN ('pending', 'scheduled')
-              AND (rh.planned_activation_at IS DISTINCT FROM t.at OR rh.activation_source <> t.source)""",
+              AND (rh.planned_activation_at IS DISTINCT FROM t.at OR rh.activation_source <> t.source)
+            RETURNING rh.region)
+            {BY_REGION}""",
             {"rollout": rollout_id, "automatic": automatic},
         )
-        return cursor.rowcount
+        return Counter(dict(cursor.fetchall()))
 
 
 def replan_supplier(
     rollout_id: int, supplier_id: int, at: dt.datetime | None, residual_table: str | None
-) -> int:
+) -> Replanned:
     """Replan every undistributed hub of one Supplier, which has just instructed all of them at `at`
     ("all my eligible hubs") or withdrawn all of them (`at` None). Returns hubs changed, as `replan`.
     Only valid under that precondition: the caller holds the rollout lock and has just written it.
@@ -166,6 +200,7 @@ def replan_supplier(
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
+            WITH changed AS (
             UPDATE rollouts_rollouthub rh
             SET planned_activation_at = CASE WHEN %(at)s::timestamptz <= r.auto_deploy_at THEN %(at)s::timestamptz
                                              ELSE r.auto_deploy_at END,
@@ -177,10 +212,12 @@ def replan_supplier(
                        (CASE WHEN %(at)s::timestamptz <= r.auto_deploy_at THEN %(at)s::timestamptz
                              ELSE r.auto_deploy_at END)
                    OR rh.activation_source <> (CASE WHEN %(at)s::timestamptz <= r.auto_deploy_at
-                                                     THEN 'instruction' ELSE 'automatic' END))""",
+                                                     THEN 'instruction' ELSE 'automatic' END))
+            RETURNING rh.region)
+            {BY_REGION}""",
             {"rollout": rollout_id, "supplier": supplier_id, "at": at},
         )
-        changed = cursor.rowcount
+        changed = Counter(dict(cursor.fetchall()))
     if residual_table is None:
         return changed
     return changed + replan(rollout_id, hubs_table=residual_table, supplier_id=supplier_id, skip_sole=True)

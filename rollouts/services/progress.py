@@ -84,7 +84,7 @@ from .counters import (
     delta_keys_sql,
 )
 from .notifications import notify, notify_parties
-from .planning import replan
+from .planning import replan, tell_csps
 from .schedules import WindowTimeError, parse_window_time
 
 STATUS_FEED = Layout(
@@ -751,7 +751,7 @@ def retry_failed_hubs(
         cursor.execute(
             f"CREATE TEMP TABLE retry_hubs ON COMMIT DROP AS SELECT hub_id FROM {DELTA_TABLE} WHERE hub_id IS NOT NULL"
         )
-        replan(rollout.pk, hubs_table="retry_hubs")
+        replanned = replan(rollout.pk, hubs_table="retry_hubs")
         cursor.execute(
             f"""SELECT DISTINCT x.id FROM {DELTA_TABLE} d
                 CROSS JOIN LATERAL (VALUES (d.new_import), (d.new_gas)) x(id) WHERE x.id IS NOT NULL"""
@@ -767,6 +767,7 @@ def retry_failed_hubs(
         f"{new.name}, with the window {timezone.localtime(window_start):%d %B %Y %H:%M} to "
         f"{timezone.localtime(window_end):%d %B %Y %H:%M} (B2). Some of them may be your hubs.",
     )
+    tell_csps(rollout, replanned, f"DCC retried failed hubs in a new batch, {new.name} (B2)")
     return new
 
 

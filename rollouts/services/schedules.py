@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -51,7 +52,7 @@ from ..models import (
     User,
 )
 from .notifications import notify
-from .planning import replan
+from .planning import Replanned, replan, tell_csps
 
 UK = ZoneInfo("Europe/London")
 UTC = dt.UTC
@@ -164,7 +165,7 @@ class ScheduleHandler:
     layout: Layout
     replace_region: bool
     supplier_ids: list[int] = field(default_factory=list)
-    plan_changed: int = 0
+    plan_changed: Replanned = field(default_factory=Counter)
 
     @property
     def _params(self) -> dict[str, Any]:
@@ -203,7 +204,7 @@ class ScheduleHandler:
                 body=f"The CSP for the {csp.get_region_display()} region has uploaded a Safe Launch Schedule "
                 f"(A08) for {rollout} that covers some of your hubs. See their batches and windows.",
             )
-        _notify_plan_changed(rollout, csp, self)
+        tell_csps(rollout, self.plan_changed, "your schedule changed their batches or windows")
 
     def check(self, staging: Staging, upload: Upload) -> None:
         cursor = staging.cursor
@@ -440,7 +441,7 @@ class ScheduleHandler:
             "batches_removed": removed,
             "hubs_given_a_batch": moved,
             "hubs_left_without_batch": unbatched,
-            "plan_changed": self.plan_changed,
+            "plan_changed": self.plan_changed.total(),
         }
 
 
@@ -511,18 +512,6 @@ def _submit_schedule(
     )
     kwargs = {"rollout_id": rollout.pk, "csp_id": csp.pk, "group": group}
     return submit_upload(upload, "rollouts.services.schedules.schedule_handler", kwargs)
-
-
-def _notify_plan_changed(rollout: Rollout, csp: Organisation, handler: ScheduleHandler) -> None:
-    if handler.plan_changed:
-        notify(
-            [csp],
-            kind="plan.changed",
-            rollout=rollout,
-            subject=f"{rollout.reference}: the deployment plan of your region changed",
-            body=f"The planned activation time of {handler.plan_changed:,} hubs of your region in {rollout} "
-            "changed. Download the deployment plan to see the new times (T5).",
-        )
 
 
 @transaction.atomic(durable=True)

@@ -79,6 +79,7 @@ def test_only_suppliers_with_enough_eligible_hubs_are_obliged(rollout, other_sup
 
 @pytest.mark.req("PL7")
 @pytest.mark.req("PL6")
+@pytest.mark.req("PL2")
 def test_selection_skips_vetoed_vulnerable_and_unadded_split_hubs(rollout, dcc, other_supplier, gas_supplier):
     # Other Power vetoes 10 of its own hubs and flags the other 10 vulnerable.
     upload_preferred_pilot_list(
@@ -106,6 +107,11 @@ def test_selection_skips_vetoed_vulnerable_and_unadded_split_hubs(rollout, dcc, 
             "hub__guid", "supplier", "action"
         )
     ) == {(SINGLE, other, "add"), (S2, other, "add")}
+    # PL2: both hubs are in the south; its CSP, and only it, is told to put them in a pilot batch.
+    told = Notice.objects.filter(kind="pilot.group_changed").select_related("organisation")
+    assert [(n.organisation.name, "In your region 2 hub(s) joined" in n.body) for n in told] == [
+        ("CSP South", True)
+    ]
 
 
 @pytest.mark.req("PL7")

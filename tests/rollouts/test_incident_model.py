@@ -9,6 +9,8 @@ The rules modelled:
   new instruction (withdrawals still), a stopped one neither;
 - T5, E2, E3: a hub's planned activation time is its instructed time, without one the automatic time; a
   split hub needs both Suppliers' instructions and takes the later time, else the automatic time stands;
+  each CSP is told when its region's plan changes (how many of its hubs), whatever changed it, and only
+  then; a stopped rollout plans nothing more;
 - I2, L6: DCC triages an incident with one outcome: proceed, pause (of an active or paused rollout),
   suspend (at once, from active or paused), delay, or stop (a four-eyes proposal: nothing changes until a
   second DCC user approves); DCC resumes a paused rollout; the Panel's decision resumes, pauses or stops a
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections import Counter
 from unittest import mock
 
 import hypothesis
@@ -232,6 +235,7 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
     users = {"volt": import_supplier, "gasco": gas_supplier, "oscar": other_supplier}
     key_of = {user.organisation_id: key for key, user in users.items()}
     csps = {csp_north.organisation_id, csp_south.organisation_id}
+    csp_of = {hub: (csp_north if hub in NORTH else csp_south).organisation_id for hub in DECIDE}
 
     def act(step: tuple, model: Model) -> None:
         """The step on the rollout and on the model, when it applies."""
@@ -339,7 +343,7 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
                 model.told["incident.stop_lapsed"] = dict.fromkeys(SUPPLIERS, 0)
             model.stop_proposed = False
 
-    def agrees(model: Model, notices: list[Notice]) -> None:
+    def agrees(model: Model, notices: list[Notice], planned: dict[str, tuple[dt.datetime, str]]) -> None:
         rollout.refresh_from_db()
         assert rollout.status == model.status
         assert rollout.auto_deploy_at == model.auto
@@ -369,6 +373,18 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
         for kind in ("instructions.reverted", "instructions.void", "incident.stop_lapsed"):
             if kind not in model.told:
                 assert not [n for n in notices if n.kind == kind]
+        # T5: each CSP is told how many of its region's hubs changed planned time (or why), once, and only
+        # then. A stop plans nothing more: no plan to tell.
+        moved = (
+            Counter(csp_of[hub] for hub, plan in model.plan().items() if plan != planned[hub])
+            if model.status != Status.STOPPED
+            else Counter()
+        )
+        told = [n for n in notices if n.kind == "plan.changed"]
+        assert sorted(n.organisation_id for n in told) == sorted(moved)
+        for notice in told:
+            n = moved[notice.organisation_id]
+            assert f"changed for {n} {'hub' if n == 1 else 'hubs'}:" in notice.body
         for notice in notices:  # P4
             if notice.organisation_id in key_of or notice.organisation_id in csps:
                 others = [NAMES[s] for s in SUPPLIERS if users[s].organisation_id != notice.organisation_id]
@@ -501,9 +517,10 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
         with savepoint(), logical_clock(model):
             for step in sequence:
                 model.told = {}
+                planned = model.plan()
                 act(step, model)
                 notices = list(Notice.objects.filter(pk__gt=last).order_by("pk"))
                 last = notices[-1].pk if notices else last
-                agrees(model, notices)
+                agrees(model, notices, planned)
 
     follows_the_rules()

@@ -64,6 +64,9 @@ def volts_time_reverted(rollout, volt) -> Notice:
     assert planned(rollout, BOTH) == (rollout.auto_deploy_at, "automatic")
     reverted = Notice.objects.get(kind="instructions.reverted")
     assert reverted.organisation == volt.organisation
+    # T5: BOTH (north) moved back: the North CSP is told, the South CSP is not (GAS_ONLY did not move).
+    told = Notice.objects.filter(kind="plan.changed", body__contains="(I3)")
+    assert [(n.organisation.name, "changed for 1 hub:" in n.body) for n in told] == [("CSP North", True)]
     return reverted
 
 

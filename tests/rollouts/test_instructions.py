@@ -130,6 +130,16 @@ def notices(user) -> list[Notice]:
     return list(Notice.objects.filter(organisation=user.organisation).order_by("id"))
 
 
+def plan_notices(after: int = 0) -> list[tuple[str, str]]:
+    """(organisation, body) of each `plan.changed` notice after notice `after`, by organisation."""
+    told = Notice.objects.filter(pk__gt=after, kind="plan.changed").select_related("organisation")
+    return sorted((n.organisation.name, n.body) for n in told)
+
+
+def last_notice() -> int:
+    return Notice.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
 # -- E2, E3 through the service ----------------------------------------------------------------------
 
 
@@ -498,13 +508,13 @@ def test_all_my_eligible_hubs_and_withdrawing_all_replan_each_hub_of_the_supplie
     assert planned(live, SPLIT) == (JAN_20, "instruction")  # both instructed: the later time
     assert planned(live, BOTH_ROLES) == (JAN_10, "instruction")  # E2: one organisation in both roles
     assert planned(live, GAS_ONLY) == (AUTO, "automatic")  # not Volt's
-    assert replan(live.pk) == 0  # the Supplier-wide replan wrote exactly what the rule gives every hub
+    assert replan(live.pk) == {}  # the Supplier-wide replan wrote exactly what the rule gives every hub
     # A large withdrawal of all is replanned by Supplier rather than hub by hub: the same plan either way.
     monkeypatch.setattr(service, "BY_SUPPLIER_FROM", 1)
     result = withdraw_instruction(user=import_supplier, rollout_id=live.pk, all=True)
     assert (result["withdrawn"], result["planned_changed"]) == (2, 2)
     assert planned(live, SPLIT) == planned(live, BOTH_ROLES) == (AUTO, "automatic")
-    assert replan(live.pk) == 0
+    assert replan(live.pk) == {}
     assert list(HubInstruction.objects.values_list("hub__guid", "supplier__name")) == [(SPLIT, "GasCo")]
 
 
@@ -534,7 +544,7 @@ def test_all_my_eligible_hubs_and_withdrawing_all_plan_split_and_pilot_hubs_and_
     assert told.kind == "instruction.partner_instructed"
     assert "The other Supplier of 1 of your split hubs" in told.body
     assert "You have instructed 1 of these hubs" in told.body
-    assert replan(live.pk) == 0
+    assert replan(live.pk) == {}
 
     monkeypatch.setattr(service, "BY_SUPPLIER_FROM", 1)  # withdrawn by Supplier
     result = withdraw_instruction(user=import_supplier, rollout_id=live.pk, all=True)
@@ -544,7 +554,7 @@ def test_all_my_eligible_hubs_and_withdrawing_all_plan_split_and_pilot_hubs_and_
     told = notices(gas_supplier)[-1]
     assert told.kind == "instruction.partner_withdrew" and "1 of your split hubs" in told.body
     assert "Your own instructions for 1 of them stand" in told.body
-    assert replan(live.pk) == 0
+    assert replan(live.pk) == {}
 
 
 @pytest.mark.req("E2")
@@ -557,17 +567,17 @@ def test_a_list_of_sole_split_and_pilot_hubs_is_planned_by_the_rule(live, import
     by_file(import_supplier, live, f"{SPLIT},2027-01-10T09:00", f"{BOTH_ROLES},2027-02-01T09:00")
     assert planned(live, SPLIT) == (AUTO, "automatic")  # E3: GasCo has not instructed
     assert planned(live, BOTH_ROLES) == (FEB_1, "instruction")  # E2: one organisation in both roles
-    assert replan(live.pk) == 0
+    assert replan(live.pk) == {}
     instruct(gas_supplier, live, [SPLIT], JAN_20)
     assert planned(live, SPLIT) == (JAN_20, "instruction")  # E3: both instructed, the later time
     instruct(import_supplier, live, [SPLIT], FEB_5)
     assert planned(live, SPLIT) == (FEB_5, "instruction")  # Volt's is now the later one
-    assert replan(live.pk) == 0
+    assert replan(live.pk) == {}
 
     result = withdraw(import_supplier, live, [SPLIT, BOTH_ROLES])
     assert (result["withdrawn"], result["planned_changed"]) == (2, 2)
     assert planned(live, SPLIT) == planned(live, BOTH_ROLES) == (AUTO, "automatic")
-    assert replan(live.pk) == 0
+    assert replan(live.pk) == {}
 
     pilot_hub_ending(live, BOTH_ROLES, FEB_1)
     instruct(import_supplier, live, [BOTH_ROLES], FEB_5)
@@ -575,7 +585,7 @@ def test_a_list_of_sole_split_and_pilot_hubs_is_planned_by_the_rule(live, import
     assert planned(live, BOTH_ROLES) == (FEB_1, "pilot_window")
     instruct(import_supplier, live, [BOTH_ROLES], JAN_10)
     assert planned(live, BOTH_ROLES) == (JAN_10, "instruction")
-    assert replan(live.pk) == 0
+    assert replan(live.pk) == {}
 
 
 @pytest.mark.req("E4")
@@ -587,11 +597,11 @@ def test_all_my_eligible_hubs_of_a_single_supplier_and_its_withdrawal(live, othe
     )
     assert planned(live, OTHERS) == (FEB_1, "instruction")  # E2: its only Supplier's instruction suffices
     assert planned(live, SPLIT) == (AUTO, "automatic")  # not Other Power's
-    assert replan(live.pk) == 0
+    assert replan(live.pk) == {}
     monkeypatch.setattr(service, "BY_SUPPLIER_FROM", 1)
     assert withdraw_instruction(user=other_supplier, rollout_id=live.pk, all=True)["planned_changed"] == 1
     assert planned(live, OTHERS) == (AUTO, "automatic")
-    assert replan(live.pk) == 0
+    assert replan(live.pk) == {}
 
 
 # -- withdrawals -------------------------------------------------------------------------------------
@@ -614,6 +624,7 @@ def test_withdrawal_not_once_distributed_and_all_withdraws_only_what_can_be(live
 
 
 @pytest.mark.req("E6")
+@pytest.mark.req("T5")
 def test_a_supplier_change_lapses_the_old_suppliers_instructions_and_amendments(
     live, dcc, import_supplier, gas_supplier, other_supplier
 ):
@@ -626,7 +637,7 @@ def test_a_supplier_change_lapses_the_old_suppliers_instructions_and_amendments(
     for org in (gas_supplier.organisation, dcc.organisation):
         PilotAmendment.objects.create(rollout=live, hub=split_hub, supplier=org, action="add")
     assert planned(live, SPLIT) == (JAN_20, "instruction")
-    before = Notice.objects.count()
+    before = last_notice()
     volt, oscar = import_supplier.organisation.slug, other_supplier.organisation.slug
     # GasCo loses the gas role of 01 to Other Power, and 03 (distributed) to Other Power.
     upload = load_inventory(
@@ -654,6 +665,49 @@ def test_a_supplier_change_lapses_the_old_suppliers_instructions_and_amendments(
         ("Volt Energy", f"{live.reference}: the other Supplier of 1 of your hubs changed"),
     ]
     assert AuditEvent.objects.filter(action="instruction.lapsed", actor="system").count() == 1
+    # T5: SPLIT (north) moved back to the automatic time; 03 is distributed and did not move.
+    assert [(csp, "changed for 1 hub:" in body, "(E6)" in body) for csp, body in plan_notices(before)] == [
+        ("CSP North", True, True)
+    ]
+
+
+# -- T5: each CSP is told when its region's plan changes ---------------------------------------------
+
+
+@pytest.mark.req("T5")
+@pytest.mark.req("P4")
+def test_each_csp_is_told_how_many_of_its_hubs_an_instruction_or_withdrawal_replanned(
+    live, import_supplier, gas_supplier, other_supplier
+):
+    # GasCo instructs all its hubs: GAS_ONLY (south) moves; SPLIT (north) waits for Volt (E3), so the North
+    # CSP's plan is unchanged and it is not told.
+    instruct_early_deployment(
+        user=gas_supplier, rollout_id=live.pk, all_eligible=True, default_deploy_at=JAN_20
+    )
+    assert [(csp, "changed for 1 hub:" in body) for csp, body in plan_notices()] == [("CSP South", True)]
+    # Volt's list: SPLIT moves to the later time (JAN_20), BOTH_ROLES to JAN_10: two northern hubs.
+    mark = last_notice()
+    instruct(import_supplier, live, [SPLIT, BOTH_ROLES], JAN_10)
+    assert [(csp, "changed for 2 hubs:" in body) for csp, body in plan_notices(mark)] == [("CSP North", True)]
+    # The same instruction again changes no planned time: nobody is told.
+    mark = last_notice()
+    instruct(import_supplier, live, [SPLIT, BOTH_ROLES], JAN_10)
+    assert plan_notices(mark) == []
+    # GasCo withdraws all: GAS_ONLY (south) and SPLIT (north) return to the automatic time; each CSP is
+    # told its own region's count.
+    mark = last_notice()
+    withdraw_instruction(user=gas_supplier, rollout_id=live.pk, all=True)
+    assert [(csp, "changed for 1 hub:" in body) for csp, body in plan_notices(mark)] == [
+        ("CSP North", True),
+        ("CSP South", True),
+    ]
+    assert planned(live, SPLIT) == planned(live, GAS_ONLY) == (AUTO, "automatic")
+    everything = Notice.objects.filter(kind="plan.changed")
+    assert {n.organisation.kind for n in everything} == {"csp"}  # Suppliers have their own receipts
+    for notice in everything:  # P4: the CSP learns that a Supplier acted, never which
+        for supplier in (import_supplier, gas_supplier, other_supplier):
+            org = supplier.organisation
+            assert org.name not in notice.subject + notice.body and org.slug not in notice.body
 
 
 # -- P4: split anonymity -----------------------------------------------------------------------------

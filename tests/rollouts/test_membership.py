@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.core.files.base import ContentFile
 from django.db import connection
 
-from rollouts.models import AuditEvent, DeviceModel, FirmwareVersion, Hub, RolloutCounter, RolloutHub
+from rollouts.models import AuditEvent, DeviceModel, FirmwareVersion, Hub, Notice, RolloutCounter, RolloutHub
 from rollouts.services import counters, lifecycle
 from rollouts.services.inventory import load_inventory
+from rollouts.services.piloting import upload_preferred_pilot_list
 
 from .conftest import another_waits_for_a_lock, inventory, new_draft
 from .test_lifecycle import publish
@@ -44,6 +46,48 @@ def test_a_new_hub_on_a_replaced_version_joins_the_safe_launch_group(live, impor
     assert upload.summary["joined_rollouts"] == 1
     assert counters.counter_mismatches([live.pk]) == []
     assert RolloutCounter.objects.get(rollout=live, organisation=import_supplier.organisation).hubs == 3
+
+
+@pytest.mark.req("T5")
+@pytest.mark.req("B3")
+def test_each_csp_is_told_how_many_hubs_an_inventory_load_moved_into_or_out_of_its_plan(
+    live, import_supplier, other_supplier
+):
+    volt, oscar = import_supplier.organisation.slug, other_supplier.organisation.slug
+    load_inventory(
+        user=None,
+        content=inventory(
+            f"00DB000000000007,010A030B,0002012F,north,{volt},,",  # new, eligible: joins the North plan
+            f"00DB000000000004,010A030B,0002012F,north,{oscar},,",  # was south: leaves it for the North
+            f"00DB000000000002,010A030B,0002012F,north,{oscar},{oscar},",  # new Supplier, same plan
+        ),
+    )
+    told = Notice.objects.filter(kind="plan.changed").select_related("organisation")
+    north, south = sorted(told, key=lambda n: n.organisation.name)  # one each, nobody else
+    assert (north.organisation.name, south.organisation.name) == ("CSP North", "CSP South")
+    assert "changed for 2 hubs:" in north.body and "changed for 1 hub:" in south.body
+    assert all(volt not in n.body and "Volt" not in n.body for n in told)  # P4
+
+
+@pytest.mark.req("E6")
+@pytest.mark.req("PL2")
+def test_a_pilot_hub_whose_adding_supplier_went_leaves_the_pilot_and_its_csp_is_told(
+    live, import_supplier, other_supplier
+):
+    upload_preferred_pilot_list(
+        user=import_supplier,
+        rollout_id=live.pk,
+        content=ContentFile(b"guid,action\n00DB000000000002,add\n", name="preferred.csv"),
+    )
+    assert row(live, "00DB000000000002").group == "pilot"
+    before = Notice.objects.order_by("-pk").values_list("pk", flat=True).first()
+    oscar = other_supplier.organisation.slug
+    load_inventory(user=None, content=inventory(f"00DB000000000002,010A030B,0002012F,north,{oscar},{oscar},"))
+    assert row(live, "00DB000000000002").group == "safe_launch"  # Volt's amendment lapsed (E6, PL6)
+    told = Notice.objects.filter(pk__gt=before, kind="pilot.group_changed").select_related("organisation")
+    assert [
+        (n.organisation.name, "0 hub(s) joined" in n.body and "and 1 left it" in n.body) for n in told
+    ] == [("CSP North", True)]
 
 
 @pytest.mark.req("B3")

@@ -738,7 +738,7 @@ def test_a_default_list_leaves_the_rollout_as_a_whole_recompute_and_replan_would
     left = RolloutHub.objects.get(rollout=live, hub__guid=BOTH_ROLES)
     assert (left.group, left.batch_id, left.activation_source) == ("safe_launch", None, "automatic")
     assert counter_mismatches([live.pk]) == []  # first: a whole recompute recounts
-    assert planning.replan(live.pk) == 0
+    assert planning.replan(live.pk) == {}
     assert recompute_pilot_group(live.pk).changed == 0
 
 

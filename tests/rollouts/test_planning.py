@@ -108,7 +108,7 @@ def test_a_withdrawal_by_one_partner_restores_the_automatic_time(live, import_su
     instruct(live, gas_supplier, SPLIT, MAY_9)
     replan(live.pk)
     HubInstruction.objects.filter(supplier=gas_supplier.organisation).delete()
-    assert replan(live.pk) == 1
+    assert replan(live.pk) == {"north": 1}  # T5: per region
     assert planned(live, SPLIT) == (live.auto_deploy_at, "automatic")
 
 
@@ -138,10 +138,10 @@ def test_a_pilot_hub_activates_at_its_window_end_unless_an_earlier_instruction_w
 @pytest.mark.req("T5")
 def test_replan_writes_only_what_changed(draft, dcc, dcc_2, other_supplier):
     rollout = publish(draft, dcc, dcc_2)
-    assert replan(rollout.pk) == 0  # publication already planned every hub at the automatic time
+    assert replan(rollout.pk) == {}  # publication already planned every hub at the automatic time
     instruct(rollout, other_supplier, SINGLE, rollout.auto_deploy_at - dt.timedelta(days=40))
-    assert replan(rollout.pk) == 1
-    assert replan(rollout.pk) == 0
+    assert replan(rollout.pk) == {"south": 1}
+    assert replan(rollout.pk) == {}
 
 
 @pytest.mark.req("T5")
@@ -153,7 +153,7 @@ def test_a_listed_replan_plans_only_the_listed_hubs_and_keeps_the_transactions_s
     unlisted = planned(live, BOTH_ROLES)
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL random_page_cost = 3.5")
-        assert replan_listed(live, SINGLE) == 1  # each hub once, although listed twice
+        assert replan_listed(live, SINGLE) == {"south": 1}  # each hub once, although listed twice
         cursor.execute("SHOW random_page_cost")
         assert cursor.fetchone()[0] == "3.5"  # the lookups' 1.1 was for the replan's statement only
     assert planned(live, SINGLE) == (MAY_9, "instruction")
