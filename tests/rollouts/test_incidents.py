@@ -313,3 +313,9 @@ def test_delaying_the_automatic_time_without_an_incident_replans_and_tells_every
     assert parties <= {n.organisation for n in told}
     uk = timezone.localtime(new_auto)
     assert all(f"{uk:%d %B %Y %H:%M} UK time" in n.body and "Firmware fix." in n.body for n in told)
+    # T5: one hub on the automatic time moved on each side (01 north, 04 south); each CSP is told its own
+    moved = Notice.objects.filter(kind="plan.changed", body__contains="(L7)").select_related("organisation")
+    assert sorted((n.organisation.name, "changed for 1 hub:" in n.body) for n in moved) == [
+        ("CSP North", True),
+        ("CSP South", True),
+    ]

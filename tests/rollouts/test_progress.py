@@ -566,6 +566,7 @@ def test_the_pilot_group_over_the_threshold_pauses(piloting, csp_north, csp_sout
 @pytest.mark.req("B1")
 @pytest.mark.req("B2")
 @pytest.mark.req("U1")
+@pytest.mark.req("T5")
 def test_dcc_retries_only_the_failed_hubs_of_a_batch_as_a_new_batch(
     piloting, csp_north, dcc, import_supplier
 ):
@@ -582,6 +583,13 @@ def test_dcc_retries_only_the_failed_hubs_of_a_batch_as_a_new_batch(
     assert new.retry_of == old and new.region == "north" and new.group == "pilot"
     both = RolloutHub.objects.get(rollout=piloting, hub__guid=BOTH)
     assert (both.status, both.batch_id, both.failure_reason) == ("pending", new.pk, "")
+    # T5: it now activates at the end of the new window, and the North CSP is told its plan changed
+    assert (both.planned_activation_at, both.activation_source) == (
+        start + dt.timedelta(days=1),
+        "pilot_window",
+    )
+    told = Notice.objects.filter(kind="plan.changed", body__contains="(B2)").select_related("organisation")
+    assert [(n.organisation.name, "changed for 1 hub:" in n.body) for n in told] == [("CSP North", True)]
     split = RolloutHub.objects.get(rollout=piloting, hub__guid=SPLIT)
     assert (split.status, split.batch_id) == ("activated", old.pk)
     old.refresh_from_db()
