@@ -135,6 +135,16 @@ class StatusFeedHandler:
             Rollout.objects.select_for_update().select_related("target_version").get(pk=self.rollout.pk)
         )
         self.now = timezone.now()
+        rollout = self.rollout
+        succeeded = (rollout.stage, rollout.status, rollout.pilot_outcome) == (
+            Stage.PILOTING,
+            Status.ACTIVE,
+            Outcome.SUCCESS,
+        )
+        if succeeded and _start_safe_launch(rollout, self.now):
+            # L5 was due (A06 posted, the pilot window over): the System starts safe launch now, not at the
+            # beat job's next run, so this feed's safe launch records are in a live batch.
+            self.rollout = Rollout.objects.select_related("target_version").get(pk=self.rollout.pk)
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL random_page_cost = 1.1")  # TOOLCHAIN "National scale": 50k-list actions
             # The feed's sorts and hashes (the timeline's anti-join, the moved rows read by four CTEs) fit in

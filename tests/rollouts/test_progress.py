@@ -47,7 +47,7 @@ from rollouts.services.progress import (
     submit_status_feed,
     threshold_crossed,
 )
-from rollouts.services.schedules import hold_batch, upload_default_pilot_schedule
+from rollouts.services.schedules import hold_batch, upload_default_pilot_schedule, upload_safe_launch_schedule
 from rollouts.services.smi import apply_smi_versions
 
 from .conftest import inventory, new_draft
@@ -639,6 +639,48 @@ def test_a_withdrawn_firmware_does_not_start_safe_launch(piloting, dcc, estate):
     post_pilot_success_and_continue(user=dcc, rollout_id=piloting.pk, commentary="ok")
     assert start_due_safe_launches() == 0
     assert state(piloting) == (Stage.PILOTING, Status.ACTIVE)
+
+
+@pytest.mark.req("L5")
+@pytest.mark.req("SL4")
+def test_a_safe_launch_feed_after_the_pilot_window_starts_safe_launch_though_no_job_ran(
+    draft, dcc, dcc_2, csp_north, csp_south
+):
+    """The beat job starts safe launch at its next run after the window; a CSP's safe launch feed that comes
+    first (or while beat is down) must not be refused as outside a live batch: it starts safe launch."""
+    rollout = publish(draft, dcc, dcc_2)
+    RolloutHub.objects.filter(rollout=rollout).update(status_at=timezone.now() - dt.timedelta(days=30))
+    start = timezone.now() + dt.timedelta(days=1)
+    upload_default_pilot_list(user=csp_north, rollout_id=rollout.pk, content=csv_file(SPLIT, BOTH))
+    pilot = (start.isoformat(), (start + dt.timedelta(days=4)).isoformat())
+    header = "batch,guid,window_start,window_end"
+    upload_default_pilot_schedule(
+        user=csp_north,
+        rollout_id=rollout.pk,
+        content=csv_file(*(f"PN,{g},{pilot[0]},{pilot[1]}" for g in (SPLIT, BOTH)), header=header),
+    )
+    start_pilot(user=dcc, rollout_id=rollout.pk)
+    window = ((timezone.now() - dt.timedelta(days=1)).isoformat(), start.isoformat())
+    upload = upload_safe_launch_schedule(  # the south hubs are the safe launch group (SL1)
+        user=csp_south,
+        rollout_id=rollout.pk,
+        content=csv_file(f"SL-S1,{GAS_SOUTH},{window[0]},{window[1]}", header=header),
+    )
+    assert upload.state == UploadState.APPLIED, codes(upload)
+    post_pilot_success_and_continue(user=dcc, rollout_id=rollout.pk, commentary="All good")
+    assert state(rollout) == (Stage.PILOTING, Status.ACTIVE)  # the window has not ended
+    # Test setup: the pilot window ended a minute ago, and the beat job has not run since.
+    Rollout.objects.filter(pk=rollout.pk).update(pilot_end=timezone.now() - dt.timedelta(minutes=1))
+    upload = feed(csp_south, rollout, (GAS_SOUTH, "distributed", ago(0.01)))
+    assert upload.state == UploadState.APPLIED, codes(upload)
+    assert state(rollout) == (Stage.SAFE_LAUNCH, Status.ACTIVE)
+    assert status_of(rollout, GAS_SOUTH) == ("distributed", "")
+    assert (
+        Notice.objects.filter(kind="rollout.start_safe_launch", organisation=csp_south.organisation).count()
+        == 1
+    )
+    assert start_due_safe_launches() == 0  # already started: the job finds nothing to do
+    assert counter_mismatches([rollout.pk]) == []
 
 
 # -- C1 ---------------------------------------------------------------------------------------------
