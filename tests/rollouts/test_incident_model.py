@@ -1,6 +1,6 @@
-"""Incidents' effect on pending instructions against a model of the rules (I2, I3, E1-E3, T5, L6-L8, B4,
-P4): random sequences of Suppliers' instructions and withdrawals, incidents and DCC's decisions, and the
-clock moving on, each checked against what the rules say should happen, written here from
+"""Incidents' effect on pending instructions against a model of the rules (I2, I3, E1-E3, E6, T5, L6-L8,
+B4, P4): random sequences of Suppliers' instructions and withdrawals, incidents and DCC's decisions,
+inventory loads that change a hub's Supplier, and the clock moving on, each checked against what the rules say should happen, written here from
 REQUIREMENTS.md, not from the code.
 
 The rules modelled:
@@ -22,6 +22,8 @@ The rules modelled:
   through any change between pause and suspension, until the rollout is active again) revert to the
   automatic time, listed to their Supplier; a delay moves the automatic time and instructions stand; a
   stop, by approval or by the Panel, voids the pending instructions and each Supplier is told how many;
+- E6: an inventory load gives the split hub's gas role to another Supplier; unless the hub is distributed,
+  the old Supplier's instruction lapses, and the new Supplier and the one that stays are told how many;
 - P4: no notice to a Supplier or a CSP names another Supplier, so the raiser of an incident is never named;
 - in a pilot (PL9, T5, E1, I3), a CSP's feed distributes a hub of a live batch while the rollout is active
   (I3: nothing is distributed during a hold); a pilot hub's planned time is the end of its batch window, or
@@ -56,9 +58,10 @@ from rollouts.models import AuditEvent, HubInstruction, Notice, Proposal, Rollou
 from rollouts.services.counters import counter_mismatches
 from rollouts.services.incidents import raise_incident, revert_passed_instructions, triage_incident
 from rollouts.services.instructions import instruct_early_deployment, withdraw_instruction
+from rollouts.services.inventory import load_inventory
 from rollouts.services.lifecycle import approve_proposal, record_panel_decision, resume_rollout
 
-from .conftest import savepoint
+from .conftest import inventory, savepoint
 from .test_incidents import live  # noqa: F401 - a fixture
 from .test_progress import feed, piloting  # noqa: F401 - piloting is a fixture
 
@@ -68,9 +71,8 @@ GAS_ONLY = "00DB000000000003"  # GasCo only
 OTHERS = "00DB000000000004"  # Other Power only
 SUPPLIERS = ("volt", "gasco", "oscar")
 NAMES = {"volt": "Volt Energy", "gasco": "GasCo", "oscar": "Other Power"}
-HUBS_OF = {"volt": (SPLIT, BOTH), "gasco": (SPLIT, GAS_ONLY), "oscar": (OTHERS,)}
 NORTH = (SPLIT, BOTH)  # the others are south
-# E2, E3: whose instructions a hub's planned time needs.
+# E2, E3: whose instructions a hub's planned time needs (at the start: SPLIT's gas Supplier changes, E6).
 DECIDE = {SPLIT: ("volt", "gasco"), BOTH: ("volt",), GAS_ONLY: ("gasco",), OTHERS: ("oscar",)}
 STEP = dt.timedelta(minutes=1)
 MAX_AGE = dt.timedelta(days=14)  # PORTAL_PROPOSAL_MAX_AGE_DAYS, set by the test
@@ -96,6 +98,8 @@ decisions = st.one_of(
     st.tuples(st.just("panel"), st.sampled_from((Status.ACTIVE, Status.PAUSED, Status.STOPPED))),
 )
 distributions = st.tuples(st.just("distribute"), st.sampled_from(tuple(DECIDE)))  # in a pilot only
+# An inventory load gives SPLIT's gas role to the other of GasCo and Other Power (E6).
+reassignments = st.just(("reassign",))
 steps = st.one_of(
     instructs,
     instructs,
@@ -108,13 +112,9 @@ steps = st.one_of(
     decisions,
     distributions,
     distributions,
+    reassignments,
 )
 sequences = st.lists(steps, min_size=1, max_size=10)
-
-
-def chosen(supplier: str, mask: int) -> list[str]:
-    hubs = HUBS_OF[supplier]
-    return [hub for bit, hub in enumerate(hubs) if mask & (1 << bit)] or list(hubs)
 
 
 class Model:
@@ -130,8 +130,26 @@ class Model:
         self.stop_proposed = False
         self.stop_proposed_at = now
         self.instructions: dict[tuple[str, str], dt.datetime] = {}
+        self.decide = dict(DECIDE)
         # What the step's notices must say, per Supplier: {kind: {supplier: count}}
         self.told: dict[str, dict[str, int]] = {}
+
+    def chosen(self, supplier: str, mask: int) -> list[str]:
+        """The Supplier's hubs now that the mask picks (bit 0 its first, bit 1 its second; none: all)."""
+        hubs = [hub for hub, deciders in self.decide.items() if supplier in deciders]
+        return [hub for bit, hub in enumerate(hubs) if mask & (1 << bit)] or hubs
+
+    def reassign(self) -> str:
+        """E6: SPLIT's gas role goes to the other of GasCo and Other Power; unless SPLIT is distributed, the
+        old Supplier's instruction lapses, and the new Supplier and Volt, which stays, are told. Returns the
+        new gas Supplier."""
+        old = self.decide[SPLIT][1]
+        new = "oscar" if old == "gasco" else "gasco"
+        self.decide[SPLIT] = ("volt", new)
+        if SPLIT not in self.distributed:
+            self.instructions.pop((old, SPLIT), None)
+            self.told["instruction.supplier_changed"] = {new: 1, "volt": 1}
+        return new
 
     def hold(self) -> None:
         if self.held_since is None:
@@ -178,7 +196,7 @@ class Model:
 
     def plan(self) -> dict[str, tuple[dt.datetime, str]]:
         planned = {}
-        for hub, deciders in DECIDE.items():
+        for hub, deciders in self.decide.items():
             if hub in self.distributed:
                 planned[hub] = self.distributed[hub]
                 continue
@@ -212,6 +230,7 @@ def logical_clock(model: Model):
 @pytest.mark.req("I3")
 @pytest.mark.req("E1")
 @pytest.mark.req("E3")
+@pytest.mark.req("E6")
 @pytest.mark.req("T5")
 @pytest.mark.req("L6")
 @pytest.mark.req("B4")
@@ -244,7 +263,7 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
         before = model.status
         if kind in ("instruct", "withdraw"):
             supplier, mask = step[1], step[2]
-            hubs = chosen(supplier, mask)
+            hubs = model.chosen(supplier, mask)
             at = model.now + dt.timedelta(hours=step[3]) + OFF_TICK if kind == "instruct" else None
             # E1, I3: refused whole when the rollout is stopped, or suspended (a new instruction), or when a
             # hub is distributed; a refusal changes nothing.
@@ -283,6 +302,10 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
                 model.distributed[hub] = model.plan()[hub]
             else:  # I3: nothing is distributed during a hold; a stopped rollout has no live batch
                 assert upload.state == UploadState.REJECTED
+        # An inventory load reaches live rollouts only: a stopped one's rows stay as they were.
+        elif kind == "reassign" and model.status != Status.STOPPED:
+            volt, new = users["volt"].organisation.slug, users[model.reassign()].organisation.slug
+            load_inventory(user=None, content=inventory(f"{SPLIT},010A030B,0002012F,north,{volt},{new},"))
         elif kind == "wait":
             _, hours, job = step
             model.wait(hours, job)
@@ -369,8 +392,16 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
                     "instructions.reverted": f"the instructed time of {count} of your hubs passed during the hold",
                     "instructions.void": f"your pending instructions for {count} hubs are void",
                     "incident.stop_lapsed": "is not stopped, and pending instructions stand",
+                    "instruction.supplier_changed": f"The other Supplier of {count} of your hubs"
+                    if supplier == "volt"
+                    else f"{count} hubs of {rollout} now have you as a Supplier",
                 }[kind] in said[supplier]
-        for kind in ("instructions.reverted", "instructions.void", "incident.stop_lapsed"):
+        for kind in (
+            "instructions.reverted",
+            "instructions.void",
+            "incident.stop_lapsed",
+            "instruction.supplier_changed",
+        ):
             if kind not in model.told:
                 assert not [n for n in notices if n.kind == kind]
         # T5: each CSP is told how many of its region's hubs changed planned time (or why), once, and only
@@ -506,6 +537,21 @@ def test_incident_decisions_do_to_instructions_what_the_rules_say(
             ("instruct", "volt", 2, 30),
         ]
         + [("withdraw", "volt", 0), ("resume",), ("incident", "gasco", "stop", 1), ("approve_stop",)]
+    )
+    # ... E6: a split hub changes gas Supplier: the old one's instruction lapses and the hub is on the
+    # automatic time until the new one instructs too; again during a hold; and once the hub is distributed
+    # (a pilot) nothing lapses and nobody is told.
+    @hypothesis.example(
+        sequence=[("instruct", "volt", 1, 30), ("instruct", "gasco", 1, 40), ("reassign",)]
+        + [("instruct", "oscar", 1, 20), ("incident", "volt", "pause", 1), ("reassign",)]
+    )
+    @hypothesis.example(
+        sequence=[
+            ("instruct", "volt", 1, 6),
+            ("instruct", "gasco", 1, 8),
+            ("distribute", SPLIT),
+            ("reassign",),
+        ]
     )
     def follows_the_rules(sequence: list[tuple]) -> None:
         # A sequence starts a minute after the fixture published the rollout, at a whole minute.
