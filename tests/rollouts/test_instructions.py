@@ -710,6 +710,25 @@ def test_each_csp_is_told_how_many_of_its_hubs_an_instruction_or_withdrawal_repl
             assert org.name not in notice.subject + notice.body and org.slug not in notice.body
 
 
+@pytest.mark.req("E6")
+@pytest.mark.req("P4")
+def test_when_the_import_role_moves_the_new_import_supplier_and_the_gas_supplier_that_stays_are_told(
+    live, import_supplier, gas_supplier, other_supplier
+):
+    instruct(import_supplier, live, [SPLIT], JAN_10)
+    instruct(gas_supplier, live, [SPLIT], JAN_20)
+    before = last_notice()
+    oscar, gasco = other_supplier.organisation.slug, gas_supplier.organisation.slug
+    load_inventory(user=None, content=inventory(f"{SPLIT},010A030B,0002012F,north,{oscar},{gasco},"))
+    assert set(HubInstruction.objects.values_list("hub__guid", "supplier__name")) == {(SPLIT, "GasCo")}
+    assert planned(live, SPLIT) == (AUTO, "automatic")  # Other Power has not instructed
+    told = Notice.objects.filter(pk__gt=before, kind="instruction.supplier_changed")
+    assert sorted((n.organisation.name, n.subject) for n in told) == [
+        ("GasCo", f"{live.reference}: the other Supplier of 1 of your hubs changed"),
+        ("Other Power", f"{live.reference}: 1 hubs became yours"),
+    ]  # Volt, which left, is not told; nobody is told who
+
+
 # -- P4: split anonymity -----------------------------------------------------------------------------
 
 
