@@ -17,10 +17,11 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from ..models import Rollout
+from ..models import Organisation, OrgKind, Rollout
 from .counters import DELTA_TABLE, apply_deltas, create_delta_table
 from .instructions import lapse_for_supplier_changes, notify_joiners_not_covered
-from .piloting import recompute_pilot_group, tell_csps_group_changed
+from .notifications import notify
+from .piloting import GroupChange, recompute_pilot_group, tell_csps_group_changed
 from .planning import UNDISTRIBUTED, tell_csps
 
 LIVE = "('ACTIVE', 'PAUSED', 'SUSPENDED')"
@@ -220,9 +221,9 @@ def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict
     for rollout_id, before_pilot in stages.items():
         if before_pilot:  # PL6: amendments of former Suppliers no longer count
             change = recompute_pilot_group(rollout_id)
-            tell_csps_group_changed(
-                Rollout.objects.get(pk=rollout_id), change, why="An inventory load changed hubs' Suppliers"
-            )
+            rollout = Rollout.objects.get(pk=rollout_id)
+            tell_csps_group_changed(rollout, change, why="An inventory load changed hubs' Suppliers")
+            _tell_dcc_if_over_cap(rollout, change)
     return {
         "rollouts_touched": touched,
         "joined_rollouts": joined,
@@ -231,3 +232,21 @@ def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict
         "instructions_lapsed": lapsed["instructions_lapsed"],
         "amendments_lapsed": lapsed["amendments_lapsed"],
     }
+
+
+def _tell_dcc_if_over_cap(rollout: Rollout, change: GroupChange) -> None:
+    """PL1, L3: a load is never refused for the pilot cap, but when a lapsed veto (E6) takes the group past
+    it, DCC is told that the pilot cannot start until hubs are removed."""
+    grew = sum(change.joined.values()) > sum(change.left.values())
+    if not grew or change.pilot <= rollout.pilot_max:
+        return
+    notify(
+        Organisation.objects.filter(kind=OrgKind.DCC),
+        kind="pilot.over_cap",
+        rollout=rollout,
+        subject=f"{rollout.reference}: the pilot group is past its cap",
+        body=f"An inventory load changed hubs' Suppliers, and their former Suppliers' vetoes lapsed (E6): the "
+        f"effective pilot group of {rollout} now has {change.pilot} hubs, more than the cap of {rollout.pilot_max}. "
+        f"Remove {change.pilot - rollout.pilot_max} (take back DCC's hubs, or ask the CSPs or Suppliers) "
+        "before the pilot can start (PL1, L3).",
+    )

@@ -13,8 +13,8 @@ and production proving in the SMI, and a pilot cap of 3:
   apply), and takes back hubs it added (refused whole for a hub it did not add); a vetoed friendly hub is
   not in the group, a production-proving one always is;
 - PL1: a change that would take the group past the cap (and grow it) is refused with `pilot_full`, and
-  changes nothing; an inventory load is not refused (E6 below can bring a hub back), and the pilot cannot
-  start while the group is past the cap (L3);
+  changes nothing; an inventory load is not refused (E6 below can bring a hub back): DCC is told when one
+  takes the group past the cap, and the pilot cannot start while it is (L3);
 - SL1: every other hub is in the safe launch group;
 - PL2: each CSP whose region's pilot hubs changed is told how many joined and left, and only then;
 - E6: an inventory load gives the split hub's gas role to another Supplier: the former one's amendments of
@@ -224,6 +224,11 @@ def test_the_effective_pilot_group_follows_the_rules(
         # PL1, L3: only an inventory load (E6) can take the group past the cap, and the pilot cannot start
         # until hubs are removed.
         assert ("more than the cap" in (pilot_not_ready(live) or "")) == (len(model.pilot()) > CAP)
+        # ... and DCC is told when a load takes it past the cap.
+        grew_past = len(model.pilot()) > CAP and len(model.pilot()) > len(before.pilot())
+        over = [n for n in notices if n.kind == "pilot.over_cap"]
+        assert [n.organisation_id for n in over] == ([dcc.organisation_id] if grew_past else [])
+        assert all(f"now has {len(model.pilot())} hubs, more than the cap of {CAP}" in n.body for n in over)
         # PL2: each CSP whose pilot hubs changed is told how many joined and left, once, and only then.
         moved = {
             region: (
@@ -297,6 +302,11 @@ def test_the_effective_pilot_group_follows_the_rules(
             ("default", "south", 1),
             ("default", "north", 2),
         ]
+    )
+    # ... a load that leaves a group past the cap as it is tells DCC nothing more.
+    @hypothesis.example(
+        sequence=[("default", "south", 3), ("preferred", "gasco", ("remove", None)), ("default", "north", 3)]
+        + [("reassign",), ("reassign",)]
     )
     @hypothesis.example(
         sequence=[("default", "north", 1), ("preferred", "gasco", ("remove", None)), ("reassign",)]
