@@ -147,9 +147,9 @@ def estate(big: int, others: int) -> dict:
         cursor.execute(
             """INSERT INTO rollouts_rollouthub (rollout_id, hub_id, import_supplier_id, gas_supplier_id, region,
                    "group", status, status_at, failure_reason, planned_activation_at, activation_source,
-                   supplier_changed, in_default_pilot, pilot_reason)
+                   supplier_changed, in_default_pilot, pilot_reason, guid)
                SELECT %s, h.id, h.import_supplier_id, h.gas_supplier_id, h.region, 'safe_launch', 'pending', %s, '',
-                      %s, 'automatic', false, false, ''
+                      %s, 'automatic', false, false, '', h.guid
                FROM rollouts_hub h WHERE h.device_model_id = %s
                ON CONFLICT (rollout_id, hub_id) DO NOTHING""",
             [rollout.pk, now, rollout.auto_deploy_at, model.pk],

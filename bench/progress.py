@@ -1,12 +1,16 @@
 """Status feed benchmark (PL9, SL4, U3, B1): figures printed, never asserted.
 
     python -m bench.progress [--records N] [--batch-hubs N] [--repeat N] [--hubs-per-region N] [--clustered]
-                             [--times one|hour|distinct|both|all] [--sql] [--explain REGEX] [--profile]
+                             [--times one|hour|distinct|both|all] [--way auto|whole|looked-up]
+                             [--sql] [--explain REGEX] [--profile]
 
 --times: `one` time for every record of a feed; `distinct`, every record its own `at` text (1 µs apart,
 the most a real feed can differ: each distinct text is parsed once); `hour`, 3,600 distinct times (what
 an hour's feed timed to the second holds at most; here 100 ms apart, so that all are after publication
 and none in the future); `both` (default), `one` then `distinct`; `all`, the three.
+--way: how a feed finds its rollout rows (StatusFeedHandler._rollout_rows_source): `whole`, the live
+batches' rows read whole and met by GUID; `looked-up`, each record's hub then rollout row by index; `auto`
+(default), the service's choice. Each feed prints the way it went.
 --distinct-times is --times distinct. Profiling, for finding where a feed's time goes:
 --sql: each feed's statements that take 20 ms or more (BENCH_SQL_MIN_MS=N for N ms), slowest first,
 with the share the database took (django.db.connection.execute_wrapper; the commit and Python are the
@@ -162,6 +166,7 @@ def run(
     hubs_per_region: int = 0,
     clustered: bool = False,
     batch_hubs: int = 0,
+    way: str = "auto",
 ) -> dict[str, list[float]]:
     from functools import partial
     from unittest import mock
@@ -171,9 +176,10 @@ def run(
 
     from rollouts import tasks
     from rollouts.models import RolloutCounter
+    from rollouts.services import progress
     from rollouts.services.counters import counter_mismatches
     from rollouts.services.lifecycle import start_safe_launch_without_pilot
-    from rollouts.services.progress import rollout_link, submit_status_feed
+    from rollouts.services.progress import StatusFeedHandler, rollout_link, submit_status_feed
     from rollouts.services.schedules import upload_safe_launch_schedule
     from rollouts.services.smi import apply_smi_versions
 
@@ -181,6 +187,15 @@ def run(
     batch_hubs = max(batch_hubs, records)
     model, v1, v2 = _estate(max(batch_hubs, hubs_per_region, 1), parties["supplier"].pk)
     figures: dict[str, list[float]] = {"a": [], "b": [], "c": [], "smi": []}
+    ratio = {"whole": 10**9, "looked-up": 0}.get(way, progress.FEED_WHOLE_BATCHES_RATIO)
+    went = []  # the way each feed found its rollout rows (StatusFeedHandler._rollout_rows_source)
+    choose = StatusFeedHandler._rollout_rows_source
+
+    def noted(handler, staging):
+        source = choose(handler, staging)
+        went.append("whole" if handler.whole_batches else "looked up")
+        return source
+
     for _ in range(repeat):
         # Bench setup: every run meets the same tables (see the docstring).
         with connection.cursor() as cursor:
@@ -220,7 +235,11 @@ def run(
                 if profiler:
                     profiler.enable()
                 queued = []  # the task its commit sends (eager here: it would run inside the figure)
-                with mock.patch.object(tasks.apply_smi_versions, "delay", partial(queued.append, True)):
+                with (
+                    mock.patch.object(tasks.apply_smi_versions, "delay", partial(queued.append, True)),
+                    mock.patch.object(progress, "FEED_WHOLE_BATCHES_RATIO", ratio),
+                    mock.patch.object(StatusFeedHandler, "_rollout_rows_source", noted),
+                ):
                     upload = submit_status_feed(
                         user=parties["csp"], rollout_id=rollout.pk, content=content, name="feed.csv"
                     )
@@ -231,7 +250,7 @@ def run(
             held = content.distinct_times
             _say(
                 f"  {key}: {figures[key][-1]:.2f} s, WAL {wal / 2**20:,.0f} MB,"
-                f" {held:,} distinct time{'s' if held != 1 else ''}"
+                f" {held:,} distinct time{'s' if held != 1 else ''}, rollout rows {went[-1]}"
                 f" ({upload.state}, {upload.summary or upload.error_count})"
             )
             if sql:
@@ -292,6 +311,13 @@ def main() -> None:
         " both (default): one and distinct; all: the three",
     )
     parser.add_argument("--distinct-times", action="store_const", const="distinct", dest="times")
+    parser.add_argument(
+        "--way",
+        choices=("auto", "whole", "looked-up"),
+        default="auto",
+        help="how a feed finds its rollout rows: the live batches' rows read whole, each record looked up,"
+        " or (auto, default) as the service chooses (progress.FEED_WHOLE_BATCHES_RATIO)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile each feed (30 costliest calls)")
     parser.add_argument(
         "--explain", metavar="TEXT", help="EXPLAIN (ANALYZE, BUFFERS) statements containing TEXT"
@@ -301,7 +327,7 @@ def main() -> None:
     _django()
     _say(
         f"Status feed bench: {options.records:,} records, batch of {max(options.batch_hubs, options.records):,} hubs,"
-        f" {options.repeat} run(s), regions {', '.join(REGIONS)},"
+        f" {options.repeat} run(s), rollout rows {options.way}, regions {', '.join(REGIONS)},"
         f" database {url.rsplit('/', 1)[-1]}"
     )
     _say(conditions())
@@ -325,6 +351,7 @@ def main() -> None:
                 options.hubs_per_region,
                 options.clustered,
                 options.batch_hubs,
+                options.way,
             )
     for mode, times in results.items():
         at = described[mode]

@@ -107,7 +107,6 @@ def rollout_hubs_for(org: Organisation, rollout: Rollout) -> QuerySet[dict]:
     is_import = Q(import_supplier=org) if org.kind == OrgKind.SUPPLIER else Q(import_supplier__isnull=False)
     is_gas = Q(gas_supplier=org) if org.kind == OrgKind.SUPPLIER else Q(gas_supplier__isnull=False)
     rows = rows.annotate(
-        guid=F("hub__guid"),
         split=ExpressionWrapper(split, output_field=BooleanField()),
         role=Case(
             When(is_import & is_gas, then=Value("import+gas")),
@@ -117,7 +116,7 @@ def rollout_hubs_for(org: Organisation, rollout: Rollout) -> QuerySet[dict]:
         ),
     )
     # Plain rows with named fields: the Suppliers' ids never leave the selector (P4).
-    return rows.order_by("hub__guid").values(*HUB_ROW_FIELDS)
+    return rows.order_by("guid").values(*HUB_ROW_FIELDS)
 
 
 HUB_ROW_FIELDS = (

@@ -33,6 +33,9 @@ class Batch(models.Model):
     # db_default: the schedule upload inserts batches in SQL.
     activated_hubs = models.PositiveIntegerField(db_default=0, editable=False)
     failed_hubs = models.PositiveIntegerField(db_default=0, editable=False)
+    # Its hubs (rollout rows that point at it, whatever their status), maintained the same way: a status
+    # feed reads the rows of its live batches whole when they are few next to its records (progress.py).
+    hubs = models.PositiveIntegerField(db_default=0, editable=False)
 
     class Meta:
         ordering = ["rollout", "group", "region", "window_start", "name"]

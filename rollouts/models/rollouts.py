@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from ..guid import GUID_COLLATION, GuidField
+
 UK = ZoneInfo("Europe/London")
 
 
@@ -268,6 +270,9 @@ class RolloutHub(models.Model):
         db_index=False,
         db_constraint=False,
     )
+    # The hub's GUID, copied at publication (a GUID never changes): a status feed finds the rows of its
+    # live batches by it in one hash join, instead of two index lookups per record (rollouts.services.progress).
+    guid = GuidField(db_collation=GUID_COLLATION)
     region = models.CharField(max_length=10)
     group = models.CharField(max_length=12, choices=Group.choices, default=Group.SAFE_LAUNCH)
     status = models.CharField(
@@ -297,7 +302,10 @@ class RolloutHub(models.Model):
     )  # PilotReason when group is pilot
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["rollout", "hub"], name="rollout_hub_once")]
+        constraints = [
+            models.UniqueConstraint(fields=["rollout", "hub"], name="rollout_hub_once"),
+            models.CheckConstraint(condition=~Q(guid=""), name="rollouthub_guid_given"),
+        ]
         indexes = [
             models.Index(fields=["rollout", "import_supplier"], name="rollouthub_import"),
             models.Index(fields=["rollout", "gas_supplier"], name="rollouthub_gas"),

@@ -28,14 +28,16 @@ COUNT_SQL = """
 """
 
 
-# B1's figures per batch (Batch.activated_hubs, failed_hubs): its hubs with each outcome.
+# Per batch: B1's figures (Batch.activated_hubs, failed_hubs), its hubs with each outcome, and its hubs
+# (Batch.hubs), every rollout row that points at it.
 BATCH_COUNT_SQL = """
-    SELECT b.rollout_id, b.id AS batch_id, coalesce(c.activated, 0) AS activated, coalesce(c.failed, 0) AS failed
+    SELECT b.rollout_id, b.id AS batch_id, coalesce(c.activated, 0) AS activated, coalesce(c.failed, 0) AS failed,
+           coalesce(c.hubs, 0) AS hubs
     FROM rollouts_batch b
     LEFT JOIN (SELECT batch_id, count(*) FILTER (WHERE status = 'activated') AS activated,
-                      count(*) FILTER (WHERE status = 'failed') AS failed
+                      count(*) FILTER (WHERE status = 'failed') AS failed, count(*) AS hubs
                FROM rollouts_rollouthub
-               WHERE rollout_id = ANY(%(rollouts)s) AND batch_id IS NOT NULL AND status IN ('activated', 'failed')
+               WHERE rollout_id = ANY(%(rollouts)s) AND batch_id IS NOT NULL
                GROUP BY 1) c ON c.batch_id = b.id
     WHERE b.rollout_id = ANY(%(rollouts)s)
 """
@@ -44,12 +46,13 @@ OUTCOMES = ("activated", "failed")
 
 def recount(rollout_ids: list[int]) -> None:
     """Rebuild the counters of these rollouts from their hubs (publication, inventory changes), and
-    their batches' outcome figures."""
+    their batches' figures."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""UPDATE rollouts_batch b SET activated_hubs = c.activated, failed_hubs = c.failed
+            f"""UPDATE rollouts_batch b SET activated_hubs = c.activated, failed_hubs = c.failed, hubs = c.hubs
                 FROM ({BATCH_COUNT_SQL}) c
-                WHERE b.id = c.batch_id AND (b.activated_hubs, b.failed_hubs) <> (c.activated, c.failed)""",
+                WHERE b.id = c.batch_id
+                  AND (b.activated_hubs, b.failed_hubs, b.hubs) <> (c.activated, c.failed, c.hubs)""",
             {"rollouts": rollout_ids},
         )
         cursor.execute(
@@ -64,8 +67,8 @@ def recount(rollout_ids: list[int]) -> None:
 
 def counter_mismatches(rollout_ids: list[int] | None = None) -> list[tuple]:
     """Rows where the maintained counters differ from a fresh recount: (rollout, org, group, status,
-    counted, maintained), then the batches' outcome figures that differ: (rollout, None, "batch <id>",
-    status, counted, maintained). Empty when they agree."""
+    counted, maintained), then the batches' figures that differ: (rollout, None, "batch <id>", status or
+    "hubs", counted, maintained). Empty when they agree."""
     with connection.cursor() as cursor:
         if rollout_ids is None:
             cursor.execute("SELECT array_agg(id) FROM rollouts_rollout")
@@ -90,7 +93,8 @@ def counter_mismatches(rollout_ids: list[int] | None = None) -> list[tuple]:
             SELECT c.rollout_id, NULL, 'batch ' || c.batch_id, s.status, s.counted, s.kept
             FROM ({BATCH_COUNT_SQL}) c JOIN rollouts_batch b ON b.id = c.batch_id
             CROSS JOIN LATERAL (VALUES ('activated', c.activated, b.activated_hubs),
-                                       ('failed', c.failed, b.failed_hubs)) s(status, counted, kept)
+                                       ('failed', c.failed, b.failed_hubs),
+                                       ('hubs', c.hubs, b.hubs)) s(status, counted, kept)
             WHERE s.counted <> s.kept
             ORDER BY 1, c.batch_id, 4""",
             {"rollouts": rollout_ids},
@@ -104,8 +108,8 @@ DELTA_TABLE = "counter_deltas"
 def create_delta_table(cursor) -> None:
     """A temp table of hub rows that changed: their old and new (Suppliers, region, group, status, batch).
     Old values are NULL for a row that joined; new values NULL for one that went away. The batches are
-    needed only where a hub with an outcome (activated, failed) changes status or batch (B1's figures);
-    a row without them moves no batch."""
+    needed where a hub changes batch (Batch.hubs), or where a hub with an outcome (activated, failed)
+    changes status (B1's figures); a row without them moves no batch."""
     cursor.execute(f"DROP TABLE IF EXISTS {DELTA_TABLE}")
     cursor.execute(
         f"""CREATE TEMP TABLE {DELTA_TABLE} (
@@ -167,31 +171,39 @@ def apply_deltas(cursor) -> int:
 
 
 def apply_batch_deltas(cursor, source: str, weight: str | None = None) -> int:
-    """Move the batches' outcome figures (Batch.activated_hubs, failed_hubs; B1) by a set of changed hub
-    rows: `source` is a table or parenthesised, aliased subquery with old_batch, old_status, new_batch and
-    new_status (with `weight`, an integer column: how many hubs each row stands for). A hub leaves its old
-    batch's figure for its old status and joins its new batch's for its new one. The batch rows are locked
-    in id order first, so two transactions moving the same batches cannot deadlock. Returns batches moved."""
+    """Move the batches' figures by a set of changed hub rows: their hubs (Batch.hubs) and their outcome
+    figures (Batch.activated_hubs, failed_hubs; B1). `source` is a table or parenthesised, aliased subquery
+    with old_batch, old_status, new_batch and new_status (with `weight`, an integer column: how many hubs
+    each row stands for). A hub leaves its old batch's figure for its old status and joins its new batch's
+    for its new one, and leaves its old batch's hubs for its new batch's when the two differ. The batch rows
+    are locked in id order first, so two transactions moving the same batches cannot deadlock. Returns
+    batches moved."""
     w = weight or "1"
     cursor.execute("DROP TABLE IF EXISTS batch_deltas")
     cursor.execute(
         f"""CREATE TEMP TABLE batch_deltas ON COMMIT DROP AS
-            SELECT batch_id, sum(activated)::bigint AS activated, sum(failed)::bigint AS failed FROM (
+            SELECT batch_id, sum(activated)::bigint AS activated, sum(failed)::bigint AS failed,
+                   sum(hubs)::bigint AS hubs FROM (
                 SELECT old_batch AS batch_id, -{w} * (old_status = 'activated')::int AS activated,
-                       -{w} * (old_status = 'failed')::int AS failed
-                FROM {source} WHERE old_batch IS NOT NULL AND old_status IN {OUTCOMES}
+                       -{w} * (old_status = 'failed')::int AS failed,
+                       -{w} * (old_batch IS DISTINCT FROM new_batch)::int AS hubs
+                FROM {source}
+                WHERE old_batch IS NOT NULL AND (old_status IN {OUTCOMES} OR old_batch IS DISTINCT FROM new_batch)
                 UNION ALL
-                SELECT new_batch, {w} * (new_status = 'activated')::int, {w} * (new_status = 'failed')::int
-                FROM {source} WHERE new_batch IS NOT NULL AND new_status IN {OUTCOMES}
+                SELECT new_batch, {w} * (new_status = 'activated')::int, {w} * (new_status = 'failed')::int,
+                       {w} * (new_batch IS DISTINCT FROM old_batch)::int
+                FROM {source}
+                WHERE new_batch IS NOT NULL AND (new_status IN {OUTCOMES} OR new_batch IS DISTINCT FROM old_batch)
             ) x
-            GROUP BY 1 HAVING sum(activated) <> 0 OR sum(failed) <> 0"""
+            GROUP BY 1 HAVING sum(activated) <> 0 OR sum(failed) <> 0 OR sum(hubs) <> 0"""
     )
     cursor.execute(
         "SELECT b.id FROM rollouts_batch b WHERE b.id IN (SELECT batch_id FROM batch_deltas) ORDER BY b.id FOR UPDATE"
     )
     cursor.execute(
-        """UPDATE rollouts_batch b SET activated_hubs = b.activated_hubs + d.activated,
-                                       failed_hubs = b.failed_hubs + d.failed
+        """UPDATE rollouts_batch b SET activated_hubs = b.activated_hubs + coalesce(d.activated, 0),
+                                       failed_hubs = b.failed_hubs + coalesce(d.failed, 0),
+                                       hubs = b.hubs + d.hubs
            FROM batch_deltas d WHERE b.id = d.batch_id"""
     )
     moved = cursor.rowcount

@@ -276,9 +276,9 @@ def _publish(proposal: Proposal) -> Rollout:
         cursor.execute(
             f"""INSERT INTO rollouts_rollouthub (rollout_id, hub_id, import_supplier_id, gas_supplier_id, region,
                                                  "group", status, status_at, failure_reason, planned_activation_at,
-                                                 activation_source, supplier_changed)
+                                                 activation_source, supplier_changed, guid)
                 SELECT %(rollout)s, h.id, h.import_supplier_id, h.gas_supplier_id, h.region, 'safe_launch',
-                       'pending', %(now)s, '', %(auto)s, 'automatic', false
+                       'pending', %(now)s, '', %(auto)s, 'automatic', false, h.guid
                 {ELIGIBLE}
                 ORDER BY h.id""",
             {"model": rollout.device_model_id, "rollout": rollout.pk, "now": now, "auto": auto},

@@ -94,7 +94,7 @@ def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict
             f"""
             CREATE TEMP TABLE membership_candidates ON COMMIT DROP AS
             SELECT DISTINCT ON (h.id) h.id AS hub_id, r.id AS rollout_id, r.auto_deploy_at, h.import_supplier_id,
-                   h.gas_supplier_id, h.region
+                   h.gas_supplier_id, h.region, h.guid
             FROM (SELECT c.hub_id FROM rollouts_inventorychange c
                   WHERE c.upload_id = %(upload)s AND (c.is_new OR c.returned OR c.model_changed OR c.version_changed)
                   {brand_new}) c
@@ -109,7 +109,7 @@ def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict
             f"""
             WITH o AS (
                 SELECT rh.id, rh.rollout_id, rh.hub_id, rh.import_supplier_id, rh.gas_supplier_id, rh.region,
-                       rh."group", rh.status, m.import_supplier_id AS new_import, m.gas_supplier_id AS new_gas,
+                       rh."group", rh.status, rh.batch_id, m.import_supplier_id AS new_import, m.gas_supplier_id AS new_gas,
                        m.region AS new_region, m.auto_deploy_at
                 FROM membership_candidates m
                 JOIN rollouts_rollouthub rh ON rh.rollout_id = m.rollout_id AND rh.hub_id = m.hub_id
@@ -123,7 +123,8 @@ def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict
                 RETURNING o.*
             )
             INSERT INTO {DELTA_TABLE}
-            SELECT o.rollout_id, o.hub_id, {OLD}, o.new_import, o.new_gas, o.new_region, 'safe_launch', 'pending'
+            SELECT o.rollout_id, o.hub_id, {OLD}, o.new_import, o.new_gas, o.new_region, 'safe_launch', 'pending',
+                   o.batch_id, NULL
             FROM back o
             """,
             params,
@@ -134,9 +135,9 @@ def reconcile_live_rollouts(upload_id: int, new_hubs: str | None = None) -> dict
             WITH joined AS (
                 INSERT INTO rollouts_rollouthub (rollout_id, hub_id, import_supplier_id, gas_supplier_id, region,
                                                  "group", status, status_at, failure_reason, planned_activation_at,
-                                                 activation_source, supplier_changed)
+                                                 activation_source, supplier_changed, guid)
                 SELECT rollout_id, hub_id, import_supplier_id, gas_supplier_id, region, 'safe_launch', 'pending',
-                       %(now)s, '', auto_deploy_at, 'automatic', false
+                       %(now)s, '', auto_deploy_at, 'automatic', false, guid
                 FROM membership_candidates
                 ON CONFLICT (rollout_id, hub_id) DO NOTHING
                 RETURNING rollout_id, hub_id, import_supplier_id, gas_supplier_id, region

@@ -103,6 +103,31 @@ TIMES_CHUNK = 20_000  # distinct `at` texts parsed per read (StatusFeedHandler._
 # The staged records with their parsed `at` (StatusFeedHandler._stage_times), for rows_by_hub.
 FEED_ROWS_WITH_TIMES = f"""(SELECT r.*, t.at AS at_parsed, t.code AS at_code, t.message AS at_message
                            FROM {ROWS} r LEFT JOIN feed_times t ON t.value = r.at) staged"""
+# A record's rollout row, batch and whether that batch is live for the feed (`check`): of aliases rh and b.
+ROLLOUT_ROW_SQL = """rh.id AS rh_id, rh.ctid AS rh_ctid, rh.status::text AS old_status, rh.status_at AS old_at,
+    rh.batch_id, rh."group" AS hub_group, rh.region AS hub_region, rh.import_supplier_id, rh.gas_supplier_id,
+    b.held AS batch_held,
+    (b.id IS NOT NULL AND rh.status <> 'left'
+     AND ((%(pilot_live)s AND b."group" = 'pilot') OR (%(any_live)s AND NOT %(pilot_live)s))) AS live"""
+ROLLOUT_ROW = (
+    "rh_id",
+    "rh_ctid",
+    "old_status",
+    "old_at",
+    "batch_id",
+    "hub_group",
+    "hub_region",
+    "import_supplier_id",
+    "gas_supplier_id",
+    "batch_held",
+    "live",
+)
+# A record's hub and rollout row from the live batches' rows (l) or else looked up (f): _rollout_rows_source.
+WHOLE_OR_LOOKED_UP = ", ".join(
+    f"CASE WHEN l.rh_id IS NULL THEN f.{c} ELSE l.{c} END AS {c}" for c in ("hub_id", "visible", *ROLLOUT_ROW)
+)
+# The live batches' rows are read whole while they hold at most this many hubs per record (bench.progress).
+FEED_WHOLE_BATCHES_RATIO = 2
 CLOCK_SKEW = dt.timedelta(minutes=10)  # a record timed later than now + this is refused
 LIVE_STATUSES = (Status.ACTIVE, Status.PAUSED, Status.SUSPENDED)
 ON_HOLD = (Status.PAUSED, Status.SUSPENDED)
@@ -128,6 +153,9 @@ class StatusFeedHandler:
     touched_batches: list[int] = field(default_factory=list)
     pilot_touched: bool = False
     pilot_before: dict[str, int] = field(default_factory=dict)
+    live_batches: list[int] = field(default_factory=list)  # the CSP's batches being deployed now (`check`)
+    live_hubs: int = 0  # the hubs of those batches (Batch.hubs)
+    whole_batches: bool = False  # whether `check` read their rows whole (_rollout_rows_source)
 
     def begin(self) -> None:
         """In the applying transaction (a worker's, for a big feed): the rollout locked and read again."""
@@ -218,10 +246,59 @@ class StatusFeedHandler:
         cursor.execute("ALTER TABLE feed_times ALTER COLUMN value SET STATISTICS 10")
         cursor.execute("ANALYZE feed_times (value)")
 
+    def _rollout_rows_source(self, staging: Staging) -> str:
+        """The staged records with their parsed times, each with its hub (`hub_id`, `visible`: P3) and its
+        rollout row, batch and liveness (ROLLOUT_ROW), as a query for `check`; its parameters are `_params`.
+
+        Two ways, with the same answer (tests/rollouts/test_progress.py runs the feed tests both ways):
+        - the live batches' rows whole: when the CSP's live batches hold at most FEED_WHOLE_BATCHES_RATIO
+          hubs per record (Batch.hubs, maintained), their rollout rows are read through the batch index
+          and met by GUID (RolloutHub.guid) in one hash join; only a record that meets none of them (an
+          unknown hub, another region's, one not in a live batch: each refused) is looked up alone;
+        - otherwise (a small feed into a national safe launch) each record's hub by GUID, then its rollout
+          row by hub (rows_by_hub: both indexes read in order).
+        50,000 records into a 50,000-hub batch of 3,000,000 hubs, tuned server: `feed_rows` 0.23-0.31 s
+        against 0.48-0.76 s looked up (README "Figures")."""
+        cursor = staging.cursor
+        cursor.execute(
+            """SELECT coalesce(array_agg(id), '{}'), coalesce(sum(hubs), 0) FROM rollouts_batch
+               WHERE rollout_id = %(rollout)s AND region = %(region)s
+                 AND ((%(pilot_live)s AND "group" = 'pilot') OR (%(any_live)s AND NOT %(pilot_live)s))""",
+            self._params,
+        )
+        self.live_batches, self.live_hubs = cursor.fetchone()
+        self.whole_batches = 0 < self.live_hubs <= FEED_WHOLE_BATCHES_RATIO * staging.row_count
+        if not self.whole_batches:
+            # rows_by_hub: 50,000 records spread over 3M hubs, tuned server, `feed_rows` 0.90-1.48 s against
+            # 1.27-1.49 s in the file's order. The parsed times are joined on before it: joined after, a hash
+            # join of 50,000 distinct times gave the rows in the times' order and each rollout row was looked
+            # up in random order (50,000 distinct times, tuned: 0.67 s against 0.48 s).
+            return f"""SELECT r.*, {ROLLOUT_ROW_SQL}
+                       FROM {rows_by_hub("h.region = %(region)s AS visible", rows=FEED_ROWS_WITH_TIMES)} r
+                       LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = r.hub_id
+                       LEFT JOIN rollouts_batch b ON b.id = rh.batch_id"""
+        live_batches = ",".join(str(int(b)) for b in self.live_batches)
+        # `f` runs only for a record that met no live row: its condition on `l` alone is a one-time filter
+        # there (OFFSET 0 keeps the subquery apart; flattened, it ran the lookups for every record).
+        return f"""SELECT staged.*, {WHOLE_OR_LOOKED_UP}
+                   FROM {FEED_ROWS_WITH_TIMES}
+                   LEFT JOIN (SELECT rh.guid, rh.hub_id, rh.region = %(region)s AS visible, {ROLLOUT_ROW_SQL}
+                              FROM rollouts_rollouthub rh JOIN rollouts_batch b ON b.id = rh.batch_id
+                              WHERE rh.rollout_id = %(rollout)s AND rh.batch_id IN ({live_batches})
+                                AND rh.status <> 'left') l ON l.guid = staged.guid_hex
+                   LEFT JOIN LATERAL (
+                       SELECT h.id AS hub_id, h.region = %(region)s AS visible, {ROLLOUT_ROW_SQL}
+                       FROM rollouts_hub h
+                       LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = h.id
+                       LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
+                       WHERE l.rh_id IS NULL AND h.guid = staged.guid_hex
+                       OFFSET 0) f ON true"""
+
     def check(self, staging: Staging, upload: Upload) -> None:
         cursor = staging.cursor
         params = self._params
         self._stage_times(staging)
+        source = self._rollout_rows_source(staging)
         # One pass builds every column the checks and the apply read (U3: `activated` on another
         # version is a failure with that reason), and whether the record moves its hub.
         cursor.execute("DROP TABLE IF EXISTS feed_rows")
@@ -242,22 +319,8 @@ class StatusFeedHandler:
                                r.at_parsed AS at, r.at_code, r.at_message,
                                nullif(btrim(r.reason), '') AS reason,
                                upper(nullif(btrim(r.firmware_version), '')) AS fw,
-                               r.hub_id, r.visible, rh.id AS rh_id, rh.ctid AS rh_ctid,
-                               rh.status::text AS old_status, rh.status_at AS old_at, rh.batch_id,
-                               rh."group" AS hub_group, rh.region AS hub_region, rh.import_supplier_id,
-                               rh.gas_supplier_id,
-                               b.held AS batch_held,
-                               (b.id IS NOT NULL AND rh.status <> 'left'
-                                AND ((%(pilot_live)s AND b."group" = 'pilot')
-                                     OR (%(any_live)s AND NOT %(pilot_live)s))) AS live
-                        -- rows_by_hub: 50,000 records spread over 3M hubs, tuned server, this statement
-                        -- 0.90-1.48 s against 1.27-1.49 s in the file's order. The parsed times are joined
-                        -- on before it: joined after, a hash join of 50,000 distinct times gave the rows in
-                        -- the times' order and each rollout row was looked up in random order (50,000
-                        -- distinct times, tuned: 0.67 s against 0.48 s).
-                        FROM {rows_by_hub("h.region = %(region)s AS visible", rows=FEED_ROWS_WITH_TIMES)} r
-                        LEFT JOIN rollouts_rollouthub rh ON rh.rollout_id = %(rollout)s AND rh.hub_id = r.hub_id
-                        LEFT JOIN rollouts_batch b ON b.id = rh.batch_id
+                               r.hub_id, r.visible, {", ".join(f"r.{c}" for c in ROLLOUT_ROW)}
+                        FROM ({source}) r
                         OFFSET 0
                     ) j
                     OFFSET 0

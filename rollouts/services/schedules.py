@@ -51,6 +51,7 @@ from ..models import (
     UploadKind,
     User,
 )
+from .counters import apply_batch_deltas
 from .notifications import notify
 from .planning import Replanned, replan, tell_csps
 
@@ -385,8 +386,14 @@ class ScheduleHandler:
         )
         added, replaced = cursor.fetchone()
         staging.create_temp("sched_touched", "SELECT hub_id FROM sched_rows")
-        # Hubs of a replaced batch that are not in the file lose their batch. Neither move touches a hub with
-        # an outcome (already_distributed, SL2), so the batches' B1 figures (Batch.failed_hubs) stay as they are.
+        # The hubs each move takes out of a batch and into one, per batch (Batch.hubs). Neither move touches a
+        # hub with an outcome (already_distributed, SL2), so the batches' B1 figures stay as they are.
+        staging.create_temp(
+            "sched_batch_moves",
+            "SELECT NULL::bigint AS old_batch, NULL::bigint AS new_batch, NULL::text AS old_status, "
+            "NULL::text AS new_status, NULL::bigint AS n WHERE false",
+        )
+        # Hubs of a replaced batch that are not in the file lose their batch.
         replaced_scope = "true" if self.replace_region else "b.id IN (SELECT id FROM sched_batches)"
         cursor.execute(
             f"""WITH gone AS (
@@ -395,17 +402,27 @@ class ScheduleHandler:
                     WHERE b.rollout_id = %(rollout)s AND b.region = %(region)s AND b."group" = %(group)s
                       AND {replaced_scope} AND rh.batch_id = b.id
                       AND NOT EXISTS (SELECT 1 FROM sched_rows s WHERE s.hub_id = rh.hub_id)
-                    RETURNING rh.hub_id)
-                INSERT INTO sched_touched SELECT hub_id FROM gone""",
+                    RETURNING rh.hub_id, b.id AS old_batch, rh.status), touched AS (
+                    INSERT INTO sched_touched SELECT hub_id FROM gone)
+                INSERT INTO sched_batch_moves SELECT old_batch, NULL, status, status, count(*) FROM gone GROUP BY 1, 3""",
             params,
         )
-        unbatched = cursor.rowcount
+        # The rows were read in `check`, in this transaction and under the rollout's lock: their old batch stands.
         cursor.execute(
-            """UPDATE rollouts_rollouthub rh SET batch_id = b.id
-               FROM sched_rows s JOIN sched_batches b ON b.name = s.batch
-               WHERE rh.id = s.rh_id AND rh.batch_id IS DISTINCT FROM b.id""",
+            """WITH moved AS (
+                   UPDATE rollouts_rollouthub rh SET batch_id = b.id
+                   FROM sched_rows s JOIN sched_batches b ON b.name = s.batch
+                   WHERE rh.id = s.rh_id AND rh.batch_id IS DISTINCT FROM b.id
+                   RETURNING s.old_batch_id, b.id AS new_batch, rh.status)
+               INSERT INTO sched_batch_moves SELECT old_batch_id, new_batch, status, status, count(*) FROM moved
+               GROUP BY 1, 2, 3""",
         )
-        moved = cursor.rowcount
+        cursor.execute(
+            """SELECT coalesce(sum(n) FILTER (WHERE new_batch IS NULL), 0)::bigint,
+                      coalesce(sum(n) FILTER (WHERE new_batch IS NOT NULL), 0)::bigint FROM sched_batch_moves"""
+        )
+        unbatched, moved = cursor.fetchone()
+        apply_batch_deltas(cursor, "sched_batch_moves", weight="n")
         if moved + unbatched >= BIG_CHANGE:
             # Fresh statistics on batch_id (autovacuum may not have run yet): with those taken at publication
             # (every batch_id NULL) the next file's anti-join is planned as a nested loop (40 s+ at 50,000).
@@ -623,8 +640,8 @@ def safe_launch_schedule_for(org: Organisation, rollout: Rollout) -> QuerySet[di
     """SL3: the safe launch batches and windows of the hubs this organisation may see (a Supplier: its
     own hubs only), one row per hub ordered by GUID. No Supplier ids leave the selector (P4)."""
     rows = _hubs_of(org, rollout).filter(group=Group.SAFE_LAUNCH, batch__isnull=False)
-    return rows.order_by("hub__guid").values(
-        guid=F("hub__guid"),
+    return rows.order_by("guid").values(
+        "guid",
         batch_name=F("batch__name"),
         window_start=F("batch__window_start"),
         window_end=F("batch__window_end"),

@@ -38,7 +38,7 @@ from rollouts.services.progress import retry_failed_hubs
 from rollouts.services.schedules import hold_batch, release_batch
 
 from .conftest import savepoint
-from .test_progress import (  # noqa: F401 - piloting is a fixture
+from .test_progress import (  # noqa: F401 - piloting and feed_way (autouse: both ways) are fixtures
     BOTH,
     GAS_SOUTH,
     NOT_ELIGIBLE,
@@ -46,6 +46,7 @@ from .test_progress import (  # noqa: F401 - piloting is a fixture
     SPLIT,
     TARGET,
     feed,
+    feed_way,
     piloting,
     set_threshold,
 )

@@ -959,9 +959,9 @@ def test_one_instruction_covers_50000_hubs(live, estate, other_supplier, setting
         cursor.execute(
             """INSERT INTO rollouts_rollouthub (rollout_id, hub_id, import_supplier_id, region, "group", status,
                    status_at, failure_reason, planned_activation_at, activation_source, supplier_changed,
-                   in_default_pilot, pilot_reason)
+                   in_default_pilot, pilot_reason, guid)
                SELECT %s, id, import_supplier_id, region, 'safe_launch', 'pending', %s, '', %s, 'automatic',
-                      false, false, ''
+                      false, false, '', guid
                FROM rollouts_hub WHERE guid LIKE '00DC%%'""",
             [live.pk, NOW, AUTO],
         )

@@ -384,7 +384,9 @@ def make_rollout(
             window_start=dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
             window_end=dt.datetime(2026, 3, 8, tzinfo=dt.UTC),
         )
-        RolloutHub.objects.create(rollout=rollout, hub=hub, region="north", group="pilot", batch=batch)
+        RolloutHub.objects.create(
+            rollout=rollout, hub=hub, guid=hub.guid, region="north", group="pilot", batch=batch
+        )
     # Test setup only: put the rollout straight into the state under test.
     Rollout.objects.filter(pk=rollout.pk).update(
         stage=state[0],

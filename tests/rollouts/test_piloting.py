@@ -653,6 +653,15 @@ def pilot_batch(rollout, region, name="P1") -> Batch:
     )
 
 
+def put_in_pilot_batch(rollout, region, *guids: str) -> None:
+    """Test setup standing in for the Default Pilot Schedule's upload: these hubs in a new pilot batch, and
+    the batches' figures recounted (Batch.hubs), as the upload moves them."""
+    from rollouts.services import counters
+
+    RolloutHub.objects.filter(rollout=rollout, hub__guid__in=guids).update(batch=pilot_batch(rollout, region))
+    counters.recount([rollout.pk])
+
+
 @pytest.mark.req("L3")
 def test_start_pilot_names_what_is_missing(live, dcc, csp_north, csp_south):
     with pytest.raises(ValidationError, match="The effective pilot group is empty"):
@@ -664,13 +673,11 @@ def test_start_pilot_names_what_is_missing(live, dcc, csp_north, csp_south):
     assert refused.value.messages == [
         "3 pilot hubs are not in any batch yet: CSP North, CSP South must upload their Default Pilot Schedule."
     ]
-    RolloutHub.objects.filter(rollout=live, hub__guid__in=[SPLIT, BOTH_ROLES]).update(
-        batch=pilot_batch(live, "north")
-    )
+    put_in_pilot_batch(live, "north", SPLIT, BOTH_ROLES)
     assert pilot_not_ready(live) == (
         "1 pilot hub is not in any batch yet: CSP South must upload its Default Pilot Schedule."
     )
-    RolloutHub.objects.filter(rollout=live, hub__guid=SINGLE).update(batch=pilot_batch(live, "south"))
+    put_in_pilot_batch(live, "south", SINGLE)
     assert pilot_not_ready(live) is None
     assert start_pilot(user=dcc, rollout_id=live.pk).stage == Stage.PILOTING
 
@@ -679,7 +686,7 @@ def test_start_pilot_names_what_is_missing(live, dcc, csp_north, csp_south):
 @pytest.mark.req("PL1")
 def test_a_hub_that_leaves_the_pilot_leaves_its_pilot_batch(live, csp_north, import_supplier):
     default_list(csp_north, live, BOTH_ROLES)
-    RolloutHub.objects.filter(rollout=live, hub__guid=BOTH_ROLES).update(batch=pilot_batch(live, "north"))
+    put_in_pilot_batch(live, "north", BOTH_ROLES)
     preferred(import_supplier, live, f"{BOTH_ROLES},remove")
     assert RolloutHub.objects.get(rollout=live, hub__guid=BOTH_ROLES).batch_id is None
 
@@ -728,7 +735,7 @@ def test_a_default_list_leaves_the_rollout_as_a_whole_recompute_and_replan_would
     default_list(csp_south, live, GAS_ONLY)
     default_list(csp_north, live, SPLIT, BOTH_ROLES)
     preferred(gas_supplier, live, f"{SPLIT},remove")  # a veto: SPLIT stays out whatever the list says
-    RolloutHub.objects.filter(rollout=live, hub__guid=BOTH_ROLES).update(batch=pilot_batch(live, "north"))
+    put_in_pilot_batch(live, "north", BOTH_ROLES)
     planning.replan(live.pk)  # test setup: as the Default Pilot Schedule's upload replans
     assert RolloutHub.objects.get(rollout=live, hub__guid=BOTH_ROLES).activation_source == "pilot_window"
 

@@ -27,6 +27,7 @@ from rollouts.models import (
     Status,
     UploadState,
 )
+from rollouts.services import progress
 from rollouts.services.counters import counter_mismatches
 from rollouts.services.inventory import load_inventory
 from rollouts.services.lifecycle import (
@@ -60,6 +61,26 @@ OTHER_SOUTH = "00DB000000000004"  # south, Other Power only
 NOT_ELIGIBLE = "00DB000000000005"  # north, already on the target version
 TARGET = "00020130"  # v2, the target of `draft`
 OLD = "0002012F"  # v1
+
+
+@pytest.fixture(autouse=True, params=["whole", "looked_up"])
+def feed_way(request, monkeypatch):
+    """Every test here runs both ways a feed finds its rollout rows (StatusFeedHandler._rollout_rows_source):
+    the live batches' rows read whole, with a lookup only for a record that meets none of them, and every
+    record looked up. The answers must be the same; afterwards, the feeds went the way asked."""
+    whole = request.param == "whole"
+    monkeypatch.setattr(progress, "FEED_WHOLE_BATCHES_RATIO", 10**9 if whole else 0)
+    went = []
+    choose = StatusFeedHandler._rollout_rows_source
+
+    def spy(self, staging):
+        source = choose(self, staging)
+        went.append((self.live_hubs > 0, self.whole_batches))
+        return source
+
+    monkeypatch.setattr(StatusFeedHandler, "_rollout_rows_source", spy)
+    yield request.param
+    assert went == [(live, whole and live) for live, _ in went]  # without a live hub, looked up
 
 
 def ago(hours: float) -> str:
@@ -291,6 +312,41 @@ def test_every_bad_record_is_refused_with_its_reason_code(piloting, csp_north):
         (7, "status", "value_invalid"),
     ]
     assert not HubEvent.objects.exists()
+
+
+@pytest.mark.req("PL9")
+@pytest.mark.req("P3")
+def test_a_pilot_hub_that_left_the_smi_or_its_region_is_refused_from_its_batch(
+    piloting, csp_north, import_supplier, gas_supplier, other_supplier
+):
+    """Both hubs stay in batch PN: BOTH has left the SMI, SPLIT now belongs to the south. North's feed
+    reporting them is refused as for any hub it may no longer report (P3: SPLIT is not in its region)."""
+    volt, gasco, oscar = (u.organisation.slug for u in (import_supplier, gas_supplier, other_supplier))
+    load_inventory(
+        user=None,
+        mode="full",
+        content=inventory(
+            f"{SPLIT},010A030B,{OLD},south,{volt},{gasco},",
+            f"{GAS_SOUTH},010A030B,{OLD},south,,{gasco},",
+            f"{OTHER_SOUTH},010A030B,{OLD},south,{oscar},,",
+            f"{NOT_ELIGIBLE},010A030B,{TARGET},north,{volt},,",
+        ),
+    )
+    pn = Batch.objects.get(rollout=piloting, name="PN")
+    assert set(RolloutHub.objects.filter(batch=pn).values_list("hub__guid", "status", "region")) == {
+        (SPLIT, "pending", "south"),
+        (BOTH, "left", "north"),
+    }
+    upload = feed(csp_north, piloting, (BOTH, "scheduled", ago(1)), (SPLIT, "scheduled", ago(1)))
+    assert codes(upload) == [(2, "guid", "hub_not_in_live_batch"), (3, "guid", "guid_not_in_region")]
+    assert upload.errors.get(row=2).message == "This Communications Hub has left the SMI."
+    assert RolloutHub.objects.get(rollout=piloting, hub__guid=BOTH).status == "left"
+    # BOTH comes back: pending again, in no batch, and PN's figures (Batch.hubs: SPLIT alone) still a recount.
+    load_inventory(user=None, content=inventory(f"{BOTH},010A030B,{OLD},north,{volt},{volt},"))
+    back = RolloutHub.objects.get(rollout=piloting, hub__guid=BOTH)
+    assert (back.status, back.batch_id) == ("pending", None)
+    assert Batch.objects.get(pk=pn.pk).hubs == 1
+    assert counter_mismatches([piloting.pk]) == []
 
 
 @pytest.mark.req("PL9")
