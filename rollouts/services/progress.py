@@ -2,7 +2,8 @@
 retry of failed hubs (B2), the System's start of safe launch (L5, PL10) and the closure counts (C1).
 
 A status feed goes through the one intake pipeline. It is checked and applied set-based: the staged
-records are joined once against the hubs, the rollout's hubs and their batches (`feed_rows`); every
+records are joined once against the rollout's hubs of the live batches, read whole and met by GUID, or
+against the hubs and the rollout's hubs by index (`feed_rows`, _rollout_rows_source); every
 rule is one INSERT … SELECT into the failures table; applying is one statement: an UPDATE … FROM of the
 rollout's hubs, whose RETURNING gives the one row of SMI versions to write (U3: `rollouts.services.smi`,
 right after the feed commits), and the rows that move grouped by their counter keys for the counter delta
@@ -257,8 +258,10 @@ class StatusFeedHandler:
           unknown hub, another region's, one not in a live batch: each refused) is looked up alone;
         - otherwise (a small feed into a national safe launch) each record's hub by GUID, then its rollout
           row by hub (rows_by_hub: both indexes read in order).
-        50,000 records into a 50,000-hub batch of 3,000,000 hubs, tuned server: `feed_rows` 0.23-0.31 s
-        against 0.48-0.76 s looked up (README "Figures")."""
+        Tuned server, 3,000,000 hubs, one time for all (README "Figures"): 50,000 records into their
+        50,000-hub batch, `feed_rows` 0.19-0.36 s whole against 0.52-0.90 s looked up; 25,000 into 50,000
+        (the ratio), the first feed 0.59-0.63 s whole against 0.58-0.59 s; 5,000 into 500,000, the whole
+        feed 0.36-0.68 s whole against 0.18-0.22 s looked up."""
         cursor = staging.cursor
         cursor.execute(
             """SELECT coalesce(array_agg(id), '{}'), coalesce(sum(hubs), 0) FROM rollouts_batch
@@ -279,7 +282,9 @@ class StatusFeedHandler:
                        LEFT JOIN rollouts_batch b ON b.id = rh.batch_id"""
         live_batches = ",".join(str(int(b)) for b in self.live_batches)
         # `f` runs only for a record that met no live row: its condition on `l` alone is a one-time filter
-        # there (OFFSET 0 keeps the subquery apart; flattened, it ran the lookups for every record).
+        # there (OFFSET 0 keeps the subquery apart; flattened, it ran the lookups for every record). A row
+        # that left the SMI is looked up too: its `visible` then reads the hub's region, as the other way does
+        # (a rollout row's region follows the SMI's only while the hub is in it).
         return f"""SELECT staged.*, {WHOLE_OR_LOOKED_UP}
                    FROM {FEED_ROWS_WITH_TIMES}
                    LEFT JOIN (SELECT rh.guid, rh.hub_id, rh.region = %(region)s AS visible, {ROLLOUT_ROW_SQL}
