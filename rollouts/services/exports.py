@@ -546,14 +546,12 @@ def evidence_queries(rollout: Rollout) -> dict[str, Query]:
             uk_sql("b.window_start"),
             uk_sql("b.window_end"),
             "CASE WHEN b.held THEN 'yes' ELSE 'no' END",
-            "coalesce(c.n, 0)",
+            "b.hubs",  # maintained (rollouts.services.counters): no count of a national rollout's rows
         ],
         from_sql="""
             FROM rollouts_batch b
-            LEFT JOIN (SELECT batch_id, count(*) AS n FROM rollouts_rollouthub
-                       WHERE rollout_id = %s AND batch_id IS NOT NULL GROUP BY batch_id) c ON c.batch_id = b.id
             WHERE b.rollout_id = %s""",
-        params=[r, r],
+        params=[r],
         order_by='b."group", b.region, b.window_start, b.name',
         text_columns=("name",),
     )
