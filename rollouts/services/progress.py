@@ -104,12 +104,13 @@ TIMES_CHUNK = 20_000  # distinct `at` texts parsed per read (StatusFeedHandler._
 # The staged records with their parsed `at` (StatusFeedHandler._stage_times), for rows_by_hub.
 FEED_ROWS_WITH_TIMES = f"""(SELECT r.*, t.at AS at_parsed, t.code AS at_code, t.message AS at_message
                            FROM {ROWS} r LEFT JOIN feed_times t ON t.value = r.at) staged"""
+# Whether batch b is being deployed now, so that a feed may report its hubs: the pilot batches during the
+# pilot, every batch during safe launch (`_params`: the rollout's stage and status).
+LIVE_BATCH = """((%(pilot_live)s AND b."group" = 'pilot') OR (%(any_live)s AND NOT %(pilot_live)s))"""
 # A record's rollout row, batch and whether that batch is live for the feed (`check`): of aliases rh and b.
-ROLLOUT_ROW_SQL = """rh.id AS rh_id, rh.ctid AS rh_ctid, rh.status::text AS old_status, rh.status_at AS old_at,
+ROLLOUT_ROW_SQL = f"""rh.id AS rh_id, rh.ctid AS rh_ctid, rh.status::text AS old_status, rh.status_at AS old_at,
     rh.batch_id, rh."group" AS hub_group, rh.region AS hub_region, rh.import_supplier_id, rh.gas_supplier_id,
-    b.held AS batch_held,
-    (b.id IS NOT NULL AND rh.status <> 'left'
-     AND ((%(pilot_live)s AND b."group" = 'pilot') OR (%(any_live)s AND NOT %(pilot_live)s))) AS live"""
+    b.held AS batch_held, (b.id IS NOT NULL AND rh.status <> 'left' AND {LIVE_BATCH}) AS live"""
 ROLLOUT_ROW = (
     "rh_id",
     "rh_ctid",
@@ -264,9 +265,8 @@ class StatusFeedHandler:
         feed 0.36-0.68 s whole against 0.18-0.22 s looked up."""
         cursor = staging.cursor
         cursor.execute(
-            """SELECT coalesce(array_agg(id), '{}'), coalesce(sum(hubs), 0) FROM rollouts_batch
-               WHERE rollout_id = %(rollout)s AND region = %(region)s
-                 AND ((%(pilot_live)s AND "group" = 'pilot') OR (%(any_live)s AND NOT %(pilot_live)s))""",
+            f"""SELECT coalesce(array_agg(b.id), '{{}}'), coalesce(sum(b.hubs), 0) FROM rollouts_batch b
+                WHERE b.rollout_id = %(rollout)s AND b.region = %(region)s AND {LIVE_BATCH}""",
             self._params,
         )
         self.live_batches, self.live_hubs = cursor.fetchone()

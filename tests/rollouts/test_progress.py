@@ -699,6 +699,7 @@ def test_a_withdrawn_firmware_does_not_start_safe_launch(piloting, dcc, estate):
 
 @pytest.mark.req("L5")
 @pytest.mark.req("SL4")
+@pytest.mark.req("PL9")
 def test_a_safe_launch_feed_after_the_pilot_window_starts_safe_launch_though_no_job_ran(
     draft, dcc, dcc_2, csp_north, csp_south
 ):
@@ -723,6 +724,10 @@ def test_a_safe_launch_feed_after_the_pilot_window_starts_safe_launch_though_no_
         content=csv_file(f"SL-S1,{GAS_SOUTH},{window[0]},{window[1]}", header=header),
     )
     assert upload.state == UploadState.APPLIED, codes(upload)
+    # PL9: during the pilot only the pilot batches are deployed; a safe launch batch's hub is refused.
+    early = feed(csp_south, rollout, (GAS_SOUTH, "scheduled", ago(0.02)))
+    assert codes(early) == [(2, "guid", "hub_not_in_live_batch")]
+    assert early.errors.get().message == "The batch of this Communications Hub is not being deployed now."
     post_pilot_success_and_continue(user=dcc, rollout_id=rollout.pk, commentary="All good")
     assert state(rollout) == (Stage.PILOTING, Status.ACTIVE)  # the window has not ended
     # Test setup: the pilot window ended a minute ago, and the beat job has not run since.
